@@ -1,0 +1,331 @@
+"""A real single-node Apache Kafka (KRaft) broker, fetched from Maven Central and run as a local process.
+
+``LocalBroker`` is what ``hub broker start|stop|status``, ``hub up`` and the pytest session fixture use.
+State lives in ``<state_dir>/broker``: ``server.properties``, ``data/``, ``broker.log`` and
+``broker.json`` (pid, ports, bootstrap) so that ``stop`` ends exactly the process it started.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from hub.settings import Settings
+
+
+class BrokerError(RuntimeError):
+    """Something prevents the local broker from running; the message says what and what to do."""
+
+
+@dataclass(frozen=True)
+class BrokerInfo:
+    pid: int
+    port: int
+    controller_port: int
+    bootstrap: str
+    data_dir: str
+    log_file: str
+    kafka_version: str
+    started_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGTERM the broker if the process that owns it dies (tests, ``hub up``)."""
+    os.setsid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class LocalBroker:
+    """Fetch, format, start, probe and stop one local Kafka broker."""
+
+    def __init__(self, settings: Settings, *, broker_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.dir = broker_dir or settings.broker_dir
+        self.info_file = self.dir / "broker.json"
+        self.data_dir = self.dir / "data"
+        self.log_file = self.dir / "broker.log"
+        self.config_file = self.dir / "server.properties"
+        self.libs_dir = settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs"
+
+    # ---------- jars ----------
+    def ensure_jars(self) -> Path:
+        """Download the broker's runtime classpath with Maven once; later calls reuse the cache."""
+        marker = self.libs_dir / ".complete"
+        if marker.exists():
+            return self.libs_dir
+        self._require_java()
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (mvn) is not on PATH: it is needed once to fetch the Kafka jars")
+        work = self.libs_dir.parent
+        work.mkdir(parents=True, exist_ok=True)
+        pom = resources.files("hub.broker").joinpath("pom.xml").read_text()
+        (work / "pom.xml").write_text(pom.replace("@KAFKA_VERSION@", self.settings.kafka_version))
+        partial = work / "libs.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        proc = subprocess.run(
+            [mvn, "-B", "-q", "-f", str(work / "pom.xml"), "dependency:copy-dependencies",
+             "-DincludeScope=runtime", f"-DoutputDirectory={partial}"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise BrokerError(
+                f"download of Apache Kafka {self.settings.kafka_version} jars from Maven Central failed "
+                f"(mvn exit {proc.returncode}):\n{tail}"
+            )
+        shutil.rmtree(self.libs_dir, ignore_errors=True)
+        partial.rename(self.libs_dir)
+        marker.write_text(self.settings.kafka_version)
+        return self.libs_dir
+
+    @staticmethod
+    def _require_java() -> str:
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("Java is not on PATH: Kafka 4 needs a Java 17+ runtime (e.g. openjdk-17-jre)")
+        return java
+
+    def _java_cmd(self, main_class: str, *args: str) -> list[str]:
+        log4j = resources.files("hub.broker").joinpath("log4j2.properties")
+        return [
+            self._require_java(), f"-Xmx{self.settings.broker_heap}", f"-Xms{self.settings.broker_heap}",
+            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}", f"-Dkafka.logs.dir={self.dir}",
+            "-cp", f"{self.libs_dir}/*", main_class, *args,
+        ]
+
+    # ---------- status ----------
+    def status(self) -> BrokerInfo | None:
+        """The running broker this state dir recorded, or None (stale records are removed)."""
+        if not self.info_file.exists():
+            return None
+        try:
+            info = BrokerInfo(**json.loads(self.info_file.read_text()))
+        except (ValueError, TypeError):
+            self.info_file.unlink(missing_ok=True)
+            return None
+        if _pid_alive(info.pid) and "kafka.Kafka" in _cmdline(info.pid):
+            return info
+        self.info_file.unlink(missing_ok=True)
+        return None
+
+    # ---------- start ----------
+    def start(self, *, port: int | None = None, controller_port: int | None = None,
+              owned: bool = False) -> tuple[BrokerInfo, bool]:
+        """Start the broker and wait until it answers. Returns (info, started_now).
+
+        A broker already running from this state dir is reported, not started twice.
+        ``owned=True`` ties the broker's life to this process (tests, ``hub up``).
+        """
+        running = self.status()
+        if running is not None:
+            return running, False
+        port = port or self.settings.broker_port
+        controller_port = controller_port or self.settings.broker_controller_port
+        for p, what in ((port, "broker"), (controller_port, "controller")):
+            if port_in_use(p):
+                raise BrokerError(
+                    f"port {p} ({what} listener) is already taken by another process; "
+                    f"stop it or choose another with HUB_BROKER_PORT / HUB_BROKER_CONTROLLER_PORT"
+                )
+        self.ensure_jars()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._write_config(port, controller_port)
+        if not (self.data_dir / "meta.properties").exists():
+            self._format()
+        log = open(self.log_file, "ab")
+        proc = subprocess.Popen(
+            self._java_cmd("kafka.Kafka", str(self.config_file)),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if owned else os.setsid,  # noqa: PLW1509 - deliberate
+        )
+        log.close()
+        info = BrokerInfo(
+            pid=proc.pid, port=port, controller_port=controller_port, bootstrap=f"127.0.0.1:{port}",
+            data_dir=str(self.data_dir), log_file=str(self.log_file),
+            kafka_version=self.settings.kafka_version, started_at=time.time(),
+        )
+        self.info_file.write_text(json.dumps(info.to_json(), indent=2))
+        try:
+            self._wait_ready(proc, info)
+        except BaseException:
+            self._terminate(proc.pid)
+            self.info_file.unlink(missing_ok=True)
+            raise
+        return info, True
+
+    def _write_config(self, port: int, controller_port: int) -> None:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+
+    def _format(self) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        proc = subprocess.run(
+            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                           "-c", str(self.config_file), "--standalone", "--ignore-formatted"),
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting KRaft storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], info: BrokerInfo) -> None:
+        deadline = time.monotonic() + self.settings.broker_start_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BrokerError(
+                    f"the Kafka broker exited with code {proc.returncode} while starting; "
+                    f"last lines of {self.log_file}:\n{self._log_tail()}"
+                )
+            if _answers(info.port):
+                return
+            time.sleep(0.2)
+        raise BrokerError(
+            f"the Kafka broker did not answer within {self.settings.broker_start_timeout:.0f}s; "
+            f"last lines of {self.log_file}:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # ---------- stop ----------
+    def stop(self, timeout: float = 30.0) -> BrokerInfo | None:
+        """Stop the broker this state dir started; returns what was stopped (None if nothing ran)."""
+        info = self.status()
+        if info is None:
+            return None
+        self._terminate(info.pid, timeout)
+        self.info_file.unlink(missing_ok=True)
+        return info
+
+    @staticmethod
+    def _terminate(pid: int, timeout: float = 30.0) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            _reap(pid)
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _answers(port: int) -> bool:
+    """A Kafka ApiVersions request (v0) answered on the port: the broker is serving."""
+    request_body = b""
+    client_id = b"hub-probe"
+    header = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
+    header += len(client_id).to_bytes(2, "big") + client_id
+    payload = header + request_body
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(len(payload).to_bytes(4, "big") + payload)
+            size = int.from_bytes(_recv_exact(sock, 4), "big")
+            body = _recv_exact(sock, size)
+    except OSError:
+        return False
+    # correlation id (4) then error_code (2) == 0
+    return len(body) >= 6 and body[4:6] == b"\x00\x00"
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise OSError("connection closed")
+        buf += chunk
+    return buf

@@ -1,0 +1,78 @@
+"""One typed settings object for the whole hub; every field can be set by a ``HUB_*`` variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "hub"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "hub"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Hub configuration. ``HUB_<FIELD>`` overrides each field (e.g. ``HUB_BOOTSTRAP``)."""
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+
+    # --- Kafka ---
+    bootstrap: str | None = Field(
+        None, description="host:port of an existing Kafka cluster; unset means the hub's local broker"
+    )
+    kafka_security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str | None = Field(None, description="e.g. SCRAM-SHA-256")
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    topic_partitions: int = Field(1, ge=1, description="partitions of every topic the hub creates")
+    topic_replication: int = Field(1, ge=1, description="replication factor: 1 locally, 3 in production")
+
+    # --- local broker (hub broker start) ---
+    kafka_version: str = "4.4.0"
+    broker_port: int = Field(9092, description="PLAINTEXT listener of the local broker")
+    broker_controller_port: int = Field(9093, description="KRaft controller listener of the local broker")
+    broker_heap: str = "768m"
+    broker_start_timeout: float = 120.0
+
+    # --- files ---
+    state_dir: Path = Field(DEFAULT_STATE_DIR, description="broker data, pid files, operator token")
+    cache_dir: Path = Field(DEFAULT_CACHE_DIR, description="downloaded Kafka jars (outside the repo)")
+
+    # --- HTTP API and registry ---
+    api_host: str = "127.0.0.1"
+    api_port: int = 8081
+    registry_url: str | None = Field(
+        None, description="Confluent-compatible registry the workers use; unset means the hub's own API"
+    )
+    worker_metrics_port: int = Field(0, description="Prometheus port of a standalone worker; 0 = none")
+
+    # --- exchange ---
+    seed_config: Path = Field(
+        REPO_ROOT / "config" / "seed.yaml", description="nodes, resources and subscriptions (file, for now)"
+    )
+    app_id: str = Field("hub", description="Faust app id: the consumer group of the workers")
+    batch_max: int = Field(2000, ge=1, description="events taken from a stream per batch")
+    batch_within: float = Field(0.02, gt=0, description="seconds to wait filling a batch")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def effective_registry_url(self) -> str:
+        return self.registry_url or self.api_url
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.state_dir / "operator.token"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
