@@ -1,0 +1,66 @@
+"""The topics the hub owns, named by node id (so broker ACLs can isolate each node), and their creation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from hub.settings import Settings
+
+AUDIT_TOPIC = "hub.audit"
+CATALOG_TOPIC = "hub.catalog"
+GRANTS_TOPIC = "hub.grants"
+SCHEMAS_TOPIC = "_schemas"
+COMPACTED_TOPICS = (SCHEMAS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
+
+
+def node_topics(node_id: str) -> list[str]:
+    """Every node-facing topic of one node (SPEC: Topics)."""
+    return [
+        f"ingress.{node_id}", f"feed.{node_id}", f"call.{node_id}.request", f"call.{node_id}.reply",
+        f"quarantine.{node_id}", f"objection.{node_id}",
+    ]
+
+
+def hub_topics(node_ids: Iterable[str]) -> list[str]:
+    topics = [AUDIT_TOPIC]
+    for node in node_ids:
+        if node != "hub":
+            topics += node_topics(node)
+    return topics
+
+
+async def ensure_topics(
+    settings: Settings, bootstrap: str, names: Iterable[str], *, compacted: Iterable[str] = (),
+    partitions: int | None = None,
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    from hub.broker.kafka_config import kafka_client_kwargs
+
+    wanted = list(dict.fromkeys(names))
+    compact = set(compacted)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                name=t,
+                num_partitions=1 if t in compact else (partitions or settings.topic_partitions),
+                replication_factor=settings.topic_replication,
+                topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+            )
+            for t in missing
+        ]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another worker created them first
+        return missing
+    finally:
+        await admin.close()

@@ -1,0 +1,194 @@
+"""``hub``: the command line of the exchange hub (thin wiring around the packages that do the work)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from hub.broker.manager import BrokerError, LocalBroker
+from hub.settings import Settings
+
+app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
+broker_app = typer.Typer(help="The hub's local Apache Kafka broker (KRaft, single node).", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
+
+console = Console()
+err = Console(stderr=True)
+
+BootstrapOpt = Annotated[
+    str | None, typer.Option("--bootstrap", help="host:port of an existing Kafka cluster (else HUB_BOOTSTRAP)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+def settings_with(**overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values) if values else Settings()
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+# ---------------- broker ----------------
+@broker_app.command("start")
+def broker_start(as_json: JsonOpt = False) -> None:
+    """Fetch Kafka (first time), format storage and start the broker; a no-op if it already runs."""
+    broker = LocalBroker(Settings())
+    try:
+        with console.status("starting the Kafka broker (the first run downloads its jars)..."):
+            info, started = broker.start()
+    except BrokerError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps({**info.to_json(), "started": started}))
+    elif started:
+        console.print(f"Kafka {info.kafka_version} broker started: [bold]{info.bootstrap}[/] (pid {info.pid})")
+    else:
+        console.print(f"Kafka broker already running: [bold]{info.bootstrap}[/] (pid {info.pid})")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the broker that ``hub broker start`` started (and only that process)."""
+    info = LocalBroker(Settings()).stop()
+    console.print(f"stopped the Kafka broker (pid {info.pid})" if info else "no hub broker is running")
+
+
+@broker_app.command("status")
+def broker_status(as_json: JsonOpt = False) -> None:
+    """Whether the local broker runs, and its bootstrap address. Exit code 1 if it does not run."""
+    info = LocalBroker(Settings()).status()
+    if as_json:
+        print(json.dumps({"running": info is not None, **(info.to_json() if info else {})}))
+    elif info:
+        console.print(f"running: [bold]{info.bootstrap}[/] (pid {info.pid}, Kafka {info.kafka_version})")
+    else:
+        console.print("not running")
+    if info is None:
+        raise typer.Exit(1)
+
+
+# ---------------- up / worker / status ----------------
+def resolve_bootstrap(settings: Settings, *, start_owned: bool) -> tuple[str, LocalBroker | None]:
+    """--bootstrap / HUB_BOOTSTRAP, else a running ``hub broker start`` broker, else (if asked) our own."""
+    if settings.bootstrap:
+        return settings.bootstrap, None
+    broker = LocalBroker(settings)
+    running = broker.status()
+    if running is not None:
+        return running.bootstrap, None
+    if not start_owned:
+        fail("no Kafka to connect to: give --bootstrap, set HUB_BOOTSTRAP or run `hub broker start`")
+    with console.status("starting the Kafka broker (the first run downloads its jars)..."):
+        info, _ = broker.start(owned=True)
+    return info.bootstrap, broker
+
+
+@app.command()
+def up(
+    bootstrap: BootstrapOpt = None,
+    api_port: Annotated[int | None, typer.Option(help="port of the HTTP API (else HUB_API_PORT)")] = None,
+) -> None:
+    """Everything on one machine: a local Kafka broker (unless --bootstrap), the worker and the HTTP API."""
+    from hub.runtime import ensure_operator_token, run_worker
+
+    settings = settings_with(bootstrap=bootstrap, api_port=api_port)
+    try:
+        address, owned = resolve_bootstrap(settings, start_owned=True)
+    except BrokerError as exc:
+        fail(str(exc))
+        return
+    token_file = ensure_operator_token(settings)
+    status = {
+        "bootstrap": address, "api": settings.api_url, "metrics": f"{settings.api_url}/metrics",
+        "registry": settings.effective_registry_url, "operator_token_file": str(token_file), "pid": _pid(),
+    }
+    console.print("[bold green]hub up[/]")
+    for name, value in status.items():
+        if name != "pid":
+            console.print(f"  {name:<20} {value}")
+    console.print("  Ctrl-C stops everything.")
+    try:
+        run_worker(settings, address, with_api=True, status=status)
+    finally:
+        if owned is not None:
+            owned.stop()
+            console.print("stopped the Kafka broker")
+
+
+@app.command()
+def worker(
+    bootstrap: BootstrapOpt = None,
+    metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics on this port")] = None,
+) -> None:
+    """One exchange worker; run several (same HUB_APP_ID) to share the work of one consumer group."""
+    from hub.runtime import run_worker
+
+    settings = settings_with(bootstrap=bootstrap, worker_metrics_port=metrics_port)
+    address, _ = resolve_bootstrap(settings, start_owned=False)
+    run_worker(settings, address, with_api=False, metrics_port=settings.worker_metrics_port)
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Endpoints of the running hub (bootstrap, api, metrics, operator_token_file). Exit 1 if none runs."""
+    from hub.runtime import status_file
+
+    settings = Settings()
+    path = status_file(settings)
+    data = json.loads(path.read_text()) if path.exists() else None
+    if data is not None and not _alive(int(data.get("pid", 0))):
+        data = None
+    if as_json:
+        print(json.dumps(data or {"running": False}))
+    elif data:
+        for name, value in data.items():
+            console.print(f"{name:<20} {value}")
+    else:
+        console.print("the hub is not running (start it with `hub up`)")
+    if data is None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    bootstrap: BootstrapOpt = None,
+    records: Annotated[int, typer.Option(help="records each department publishes")] = 200,
+    api_port: Annotated[int | None, typer.Option(help="port of the HTTP API")] = None,
+) -> None:
+    """A small simulated city on top of `hub up`: departments publish, districts receive; counts at the end."""
+    from hub.demo.run import run_demo
+
+    settings = settings_with(bootstrap=bootstrap, api_port=api_port)
+    code = run_demo(settings, records_per_department=records, console=console)
+    raise typer.Exit(code)
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def _alive(pid: int) -> bool:
+    return pid > 0 and Path(f"/proc/{pid}").exists()
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokerError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The exchange hot path as plain functions over a batch of raw Kafka records.
+
+ingress record -> check headers -> decode (Confluent framing + Avro, against the registry) -> validate
+against the catalogue -> route -> feed records + audit records, or a quarantine record with its reason.
+No I/O here: the worker shell resolves schemas before calling ``process_batch`` and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.catalogue.model import ExchangeConfig, Resource, Subscription, tier_of
+from hub.registry import framing
+from hub.registry.framing import FramingError
+from hub.routing.core import Delivery, route, subscriptions_by_resource
+
+EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
+MAX_EVENT_ID_LENGTH = 128
+
+H_RESOURCE = "hub-resource"
+H_EVENT_ID = "hub-event-id"
+H_GRANT = "hub-grant"
+H_SCENARIO = "hub-scenario"
+H_PROVIDER = "hub-provider"
+H_LINEAGE = "hub-lineage"
+H_INGRESS_TS = "hub-ingress-ts"
+H_RULE = "hub-quarantine-rule"
+
+AUDIT_TOPIC = "hub.audit"
+
+# Metric tallies: (metric name, label values) -> count, applied by the shell once the batch is delivered.
+Tally = Counter[tuple[str, tuple[str, ...]]]
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One record as read from an ``ingress.<node>`` topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp_ms: int
+
+
+@dataclass(slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    outputs: list[OutRecord] = field(default_factory=list)
+    tally: Tally = field(default_factory=Counter)
+    latencies_from_ms: list[int] = field(default_factory=list)  # ingress timestamps of delivered records
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedSchema:
+    id: int
+    parsed: Any
+
+
+@dataclass
+class ExchangeContext:
+    """What the hot path needs to decide, all resolved in advance (no I/O while processing a batch)."""
+
+    config: ExchangeConfig
+    schema_lookup: Callable[[int], Any | None]  # schema id -> fastavro-parsed schema, None if unknown
+    subject_ids: Mapping[str, frozenset[int]]  # resource id -> schema ids of its subject's versions
+    audit_schema: EncodedSchema
+    quarantine_schema: EncodedSchema
+    clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+    resources: dict[str, Resource] = field(init=False)
+    subscriptions: dict[str, list[Subscription]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resources = {r.id: r for r in self.config.resources}
+        self.subscriptions = subscriptions_by_resource(self.config.subscriptions)
+
+
+class Rejected(Exception):
+    """A record that must go to quarantine; ``rule`` is the bounded label, the message says why."""
+
+    def __init__(self, rule: str, message: str, resource: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.resource = resource
+
+
+def node_of_ingress(topic: str) -> str:
+    return topic.removeprefix("ingress.")
+
+
+def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
+    return {k: v for k, v in headers} if headers else {}
+
+
+def event_id_for(rec: RawRecord, headers: Mapping[str, bytes]) -> str:
+    """The producer's ``hub-event-id`` if usable, else one derived from the record's position.
+
+    Derived ids are stable: the same ingress record read twice (after a crash) gets the same id.
+    """
+    given = headers.get(H_EVENT_ID)
+    if given:
+        try:
+            text = given.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if text and len(text) <= MAX_EVENT_ID_LENGTH and text.isprintable():
+            return text
+    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{rec.topic}/{rec.partition}/{rec.offset}"))
+
+
+def key_hash(key: bytes | None) -> str | None:
+    return hashlib.sha256(key).hexdigest() if key is not None else None
+
+
+def feed_key(rec: RawRecord, record: Mapping[str, Any], resource: Resource) -> bytes | None:
+    """Keep the publisher's key; without one, key by the primary key so a row's versions stay in order."""
+    if rec.key is not None or not resource.primary_key:
+        return rec.key
+    return "|".join(str(record.get(f)) for f in resource.primary_key).encode()
+
+
+def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: ExchangeContext) -> tuple[
+    Resource, dict[str, Any]
+]:
+    """Decode the value and check it belongs to a catalogued resource of the publishing node."""
+    node = node_of_ingress(rec.topic)
+    raw_resource = headers.get(H_RESOURCE)
+    if not raw_resource:
+        raise Rejected("missing_header", f"the {H_RESOURCE} header is missing: every record must name its resource")
+    resource_id = raw_resource.decode("utf-8", errors="replace")
+    resource = ctx.resources.get(resource_id)
+    if resource is None:
+        raise Rejected("unknown_resource", f"resource {resource_id!r} is not in the catalogue", resource_id)
+    if resource.provider != node:
+        raise Rejected(
+            "not_provider", f"node {node} published to resource {resource_id}, which belongs to {resource.provider}",
+            resource_id,
+        )
+    try:
+        schema_id, body = framing.split(rec.value)
+        parsed = ctx.schema_lookup(schema_id)
+        if parsed is None:
+            raise Rejected("unknown_schema", f"schema id {schema_id} is not in the registry", resource_id)
+        if schema_id not in ctx.subject_ids.get(resource_id, frozenset()):
+            raise Rejected(
+                "schema_not_bound",
+                f"schema id {schema_id} is not a version of {resource.subject}, the subject of {resource_id}",
+                resource_id,
+            )
+        record = framing.decode_body(body, parsed)
+    except FramingError as exc:
+        raise Rejected(exc.rule, str(exc), resource_id) from exc
+    return resource, record
+
+
+def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchResult:
+    """Decide and encode everything a batch of ingress records produces, in input order."""
+    result = BatchResult()
+    now = ctx.clock_ms()
+    for rec in records:
+        headers = header_map(rec.headers)
+        event_id = event_id_for(rec, headers)
+        try:
+            resource, record = decode_and_validate(rec, headers, ctx)
+        except Rejected as rej:
+            _quarantine(rec, event_id, rej, now, ctx, result)
+            continue
+        deliveries = route(record, resource, ctx.subscriptions.get(resource.id, ()))
+        _deliver(rec, event_id, resource, record, deliveries, now, ctx, result)
+    return result
+
+
+def _deliver(
+    rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any],
+    deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult,
+) -> None:
+    provider = resource.provider
+    key = feed_key(rec, record, resource)
+    khash = key_hash(key)
+    base_headers = [
+        (H_RESOURCE, resource.id.encode()),
+        (H_EVENT_ID, event_id.encode()),
+        (H_PROVIDER, provider.encode()),
+        (H_INGRESS_TS, str(rec.timestamp_ms).encode()),
+    ]
+    result.tally[("events", ("publish", resource.tier, resource.tier, "ok"))] += 1
+    result.outputs.append(_audit(ctx, now, event_id, "publish", provider, None, resource.id, None, None,
+                                 resource.tier, resource.tier, None, "allow", "accepted", khash))
+    assert rec.value is not None  # decode succeeded
+    for d in deliveries:
+        lineage = json.dumps([provider, "hub", d.consumer]).encode()
+        headers = base_headers + [
+            (H_GRANT, (d.grant or "").encode()),
+            (H_SCENARIO, (d.scenario or "").encode()),
+            (H_LINEAGE, lineage),
+        ]
+        result.outputs.append(OutRecord(f"feed.{d.consumer}", key, rec.value, headers))
+        result.outputs.append(_audit(ctx, now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
+                                     d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash))
+        result.tally[("events", (d.kind, resource.tier, d.to_tier, "ok"))] += 1
+        result.tally[("records_delivered", (d.direction,))] += 1
+        result.latencies_from_ms.append(rec.timestamp_ms)
+
+
+def _quarantine(
+    rec: RawRecord, event_id: str, rej: Rejected, now: int, ctx: ExchangeContext, result: BatchResult
+) -> None:
+    node = node_of_ingress(rec.topic)
+    tier = _safe_tier(node)
+    value = framing.encode(ctx.quarantine_schema.id, ctx.quarantine_schema.parsed, {
+        "event_id": event_id, "ts": now, "node": node, "topic": rec.topic, "partition": rec.partition,
+        "offset": rec.offset, "rule": rej.rule, "reason": str(rej), "resource": rej.resource,
+        "original_key": rec.key, "original_value": rec.value,
+        "original_headers": {k: bytes(v or b"") for k, v in (rec.headers or ())},
+    })
+    headers = [(H_EVENT_ID, event_id.encode()), (H_RULE, rej.rule.encode())]
+    result.outputs.append(OutRecord(f"quarantine.{node}", rec.key, value, headers))
+    result.outputs.append(_audit(ctx, now, event_id, "quarantine", node, None, rej.resource, None, None,
+                                 tier, tier, None, "deny", rej.rule, key_hash(rec.key)))
+    result.tally[("events", ("publish", tier, tier, "quarantined"))] += 1
+    result.tally[("quarantined", (rej.rule,))] += 1
+
+
+def _safe_tier(node: str) -> str:
+    try:
+        return tier_of(node)
+    except ValueError:
+        return "hub"
+
+
+def _audit(
+    ctx: ExchangeContext, now: int, event_id: str, action: str, actor: str, counterparty: str | None,
+    resource: str | None, scenario: str | None, grant: str | None, from_tier: str | None, to_tier: str | None,
+    direction: str | None, decision: str, reason: str, khash: str | None,
+) -> OutRecord:
+    audit_id = f"{event_id}/{action}/{counterparty or '-'}"
+    value = framing.encode(ctx.audit_schema.id, ctx.audit_schema.parsed, {
+        "event_id": event_id, "audit_id": audit_id, "ts": now, "action": action, "actor": actor,
+        "counterparty": counterparty, "resource": resource, "scenario": scenario, "grant": grant,
+        "from_tier": from_tier, "to_tier": to_tier, "direction": direction, "decision": decision,
+        "reason": reason, "key_hash": khash, "masked_fields": [], "prev_hash": None, "hash": None,
+    })
+    return OutRecord(AUDIT_TOPIC, event_id.encode(), value, [(H_EVENT_ID, event_id.encode())])

@@ -1,0 +1,216 @@
+"""The exchange worker: a thin Faust shell around ``process_batch``.
+
+Faust owns the lifecycle, the consumer group, rebalancing and offset commits; the per-event work happens
+a batch at a time (``stream.take_events``): resolve schemas, decide, encode, send everything, await the
+broker's acks, count, and only then let Faust ack (commit) the batch — at-least-once, nothing lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import faust
+
+from hub.catalogue.model import ExchangeConfig
+from hub.metrics.bundle import HubMetrics
+from hub.pipeline.core import (
+    H_RESOURCE,
+    EncodedSchema,
+    ExchangeContext,
+    RawRecord,
+    process_batch,
+)
+from hub.registry.client import RegistryClient, SchemaNotFound
+from hub.settings import REPO_ROOT, Settings
+
+log = logging.getLogger("hub.worker")
+
+AUDIT_SUBJECT = "hub.audit-value"
+QUARANTINE_SUBJECT = "hub.quarantine-value"
+NEGATIVE_TTL_S = 5.0  # how long an unknown schema id is not asked for again
+
+
+def ingress_topics(config: ExchangeConfig) -> list[str]:
+    return [f"ingress.{node}" for node in config.providers]
+
+
+def faust_broker_kwargs(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"broker": f"kafka://{bootstrap}"}
+    if settings.kafka_sasl_mechanism and settings.kafka_username:
+        kwargs["broker_credentials"] = faust.SASLCredentials(
+            username=settings.kafka_username,
+            password=settings.kafka_password.get_secret_value() if settings.kafka_password else "",
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    return kwargs
+
+
+def create_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The Faust app with settings chosen for batch throughput (see ../shared/PERF.md)."""
+    return faust.App(
+        settings.app_id,
+        **faust_broker_kwargs(settings, bootstrap),
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=settings.batch_max,
+        stream_buffer_maxsize=max(4 * settings.batch_max, 16384),
+        stream_wait_empty=False,
+        producer_acks=-1,
+        producer_linger_ms=5,
+        producer_max_batch_size=256 * 1024,
+        producer_max_request_size=4 * 1024 * 1024,
+        logging_config=None,
+    )
+
+
+class ExchangeWorker:
+    """Holds what the agent needs (registry cache, catalogue, metrics) and handles one batch at a time."""
+
+    def __init__(self, settings: Settings, config: ExchangeConfig, metrics: HubMetrics, bootstrap: str) -> None:
+        self.settings = settings
+        self.config = config
+        self.metrics = metrics
+        self.app = create_app(settings, bootstrap)
+        self.registry: RegistryClient | None = None
+        self.ctx: ExchangeContext | None = None
+        self._subject_ids: dict[str, frozenset[int]] = {}
+        self._negative: dict[Any, float] = {}
+        self.batches = 0
+        topic = self.app.topic(
+            *ingress_topics(config), value_serializer="raw", key_serializer="raw", allow_empty=True
+        )
+        self.app.agent(topic, name="hub.exchange")(self._agent)
+        self.app.timer(5.0)(self._measure_lag)
+
+    # ---------- start-up ----------
+    async def _prepare(self) -> ExchangeContext:
+        """Register the hub's and the catalogue's schemas and learn each resource's schema ids."""
+        self.registry = RegistryClient(self.settings.effective_registry_url)
+        audit_id = await self.registry.register(AUDIT_SUBJECT, _schema_text("schemas/hub/audit_record.avsc"))
+        quarantine_id = await self.registry.register(
+            QUARANTINE_SUBJECT, _schema_text("schemas/hub/quarantine_record.avsc")
+        )
+        for resource in self.config.resources:
+            path = resource.schema_path()
+            if path is not None:
+                await self.registry.register(resource.subject, path.read_text(encoding="utf-8"))
+            self._subject_ids[resource.id] = await self._bound_ids(resource.subject)
+        audit = await self.registry.schema_by_id(audit_id)
+        quarantine = await self.registry.schema_by_id(quarantine_id)
+        registry = self.registry
+        return ExchangeContext(
+            config=self.config,
+            schema_lookup=lambda sid: (s.parsed if (s := registry.cached(sid)) is not None else None),
+            subject_ids=self._subject_ids,
+            audit_schema=EncodedSchema(audit.id, audit.parsed),
+            quarantine_schema=EncodedSchema(quarantine.id, quarantine.parsed),
+        )
+
+    async def _bound_ids(self, subject: str) -> frozenset[int]:
+        assert self.registry is not None
+        try:
+            return await self.registry.subject_ids(subject, refresh=True)
+        except SchemaNotFound:
+            return frozenset()
+
+    # ---------- the agent ----------
+    async def _agent(self, stream: faust.StreamT) -> None:
+        async for events in stream.take_events(self.settings.batch_max, within=self.settings.batch_within):
+            records = [_raw(e.message) for e in events]
+            await self.handle(records)
+
+    async def handle(self, records: Sequence[RawRecord]) -> None:
+        if self.ctx is None:
+            self.ctx = await self._prepare()
+        await self._resolve_schemas(records)
+        result = process_batch(records, self.ctx)
+        producer = self.app.producer
+        futures = [
+            await producer.send(out.topic, out.key, out.value, None, None, out.headers)
+            for out in result.outputs
+        ]
+        if futures:
+            await asyncio.gather(*futures)
+        self._count(result.tally, result.latencies_from_ms)
+        self.batches += 1
+
+    async def _resolve_schemas(self, records: Sequence[RawRecord]) -> None:
+        """Fetch, outside the pure core, any schema id or subject version the batch needs and the cache lacks."""
+        assert self.registry is not None
+        now = time.monotonic()
+        unknown: set[int] = set()
+        unbound: set[str] = set()
+        for rec in records:
+            value = rec.value
+            if not value or len(value) < 5 or value[0] != 0:
+                continue
+            sid = int.from_bytes(value[1:5], "big")
+            if self.registry.cached(sid) is None and self._negative.get(sid, 0) < now:
+                unknown.add(sid)
+            resource = next((v for k, v in rec.headers if k == H_RESOURCE), None)
+            rid = resource.decode(errors="replace") if resource else None
+            if rid in self._subject_ids and sid not in self._subject_ids[rid] and self._negative.get((rid, sid), 0) < now:
+                unbound.add(rid)
+                self._negative[(rid, sid)] = now + NEGATIVE_TTL_S
+        for sid in unknown:
+            try:
+                await self.registry.schema_by_id(sid)
+            except SchemaNotFound:
+                self._negative[sid] = now + NEGATIVE_TTL_S
+        for rid in unbound:
+            resource = self.config.resource(rid)
+            if resource is not None:
+                self._subject_ids[rid] = await self._bound_ids(resource.subject)
+
+    def _count(self, tally: Any, ingress_ts_ms: Sequence[int]) -> None:
+        m = self.metrics
+        for (name, labels), n in tally.items():
+            if name == "events":
+                m.events.labels(*labels).inc(n)
+            elif name == "records_delivered":
+                m.records_delivered.labels(*labels).inc(n)
+            elif name == "quarantined":
+                m.quarantined.labels(*labels).inc(n)
+        now = time.time()
+        for ts in ingress_ts_ms:
+            m.latency.observe(max(0.0, now - ts / 1000.0))
+
+    async def _measure_lag(self) -> None:
+        """Sum of (end offset - committed position) over this worker's ingress partitions."""
+        consumer = self.app.consumer
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                self.metrics.consumer_lag.set(0)
+                return
+            highwaters = await consumer.highwaters(*assignment)
+            lag = 0
+            for tp in assignment:
+                position = await consumer.position(tp)
+                lag += max(0, (highwaters.get(tp) or 0) - (position or 0))
+            self.metrics.consumer_lag.set(lag)
+        except Exception as exc:  # lag is advisory: never let it stop the worker
+            log.debug("lag measurement failed: %r", exc)
+
+
+def _raw(message: Any) -> RawRecord:
+    headers = message.headers or ()
+    if isinstance(headers, dict):
+        headers = list(headers.items())
+    return RawRecord(
+        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
+        value=message.value, headers=headers, timestamp_ms=int((message.timestamp or 0) * 1000),
+    )
+
+
+def _schema_text(relative: str) -> str:
+    return json.dumps(json.loads((REPO_ROOT / relative).read_text(encoding="utf-8")))
