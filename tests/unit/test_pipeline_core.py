@@ -1,0 +1,134 @@
+"""The batch hot path without Kafka: decode, validate, route, audit, quarantine with reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hub.catalogue.model import load_exchange_config
+from hub.pipeline.core import (
+    AUDIT_TOPIC,
+    EncodedSchema,
+    ExchangeContext,
+    RawRecord,
+    event_id_for,
+    process_batch,
+)
+from hub.registry import framing
+from hub.settings import REPO_ROOT
+
+VACC_ID, AUDIT_ID, QUAR_ID, OTHER_ID = 11, 12, 13, 14
+
+
+def schema(rel: str) -> object:
+    return framing.parse_schema((REPO_ROOT / rel).read_text())
+
+
+VACC = schema("schemas/health/vaccination_record.avsc")
+AUDIT = schema("schemas/hub/audit_record.avsc")
+QUAR = schema("schemas/hub/quarantine_record.avsc")
+OTHER = framing.parse_schema({"type": "record", "name": "Other", "fields": [{"name": "x", "type": "string"}]})
+SCHEMAS = {VACC_ID: VACC, AUDIT_ID: AUDIT, QUAR_ID: QUAR, OTHER_ID: OTHER}
+
+
+@pytest.fixture
+def ctx() -> ExchangeContext:
+    return ExchangeContext(
+        config=load_exchange_config(REPO_ROOT / "config" / "seed.yaml"),
+        schema_lookup=SCHEMAS.get,
+        subject_ids={"municipal.health.vaccination": frozenset({VACC_ID})},
+        audit_schema=EncodedSchema(AUDIT_ID, AUDIT),
+        quarantine_schema=EncodedSchema(QUAR_ID, QUAR),
+        clock_ms=lambda: 1_700_000_000_000,
+    )
+
+
+def vacc_record(district: str = "310115", record_id: str = "r1") -> dict[str, object]:
+    return dict(record_id=record_id, resident_id="310115198807061234", name="张三丰", phone="13912345678",
+                district=district, vaccine_code="V1", dose_number=1, vaccinated_at=1_700_000_000_000,
+                site_uscc="91110000600037341L", site_name="Pudong CDC")
+
+
+def raw(value: bytes | None, headers: list[tuple[str, bytes]] | None = None, offset: int = 0,
+        topic: str = "ingress.municipal.health") -> RawRecord:
+    hdrs = [("hub-resource", b"municipal.health.vaccination")] if headers is None else headers
+    return RawRecord(topic, 0, offset, None, value, hdrs, 1_699_999_999_000)
+
+
+def decode_out(value: bytes) -> dict[str, object]:
+    sid, body = framing.split(value)
+    return framing.decode_body(body, SCHEMAS[sid])
+
+
+def test_good_record_goes_to_subscriber_and_its_district(ctx: ExchangeContext) -> None:
+    value = framing.encode(VACC_ID, VACC, vacc_record())
+    result = process_batch([raw(value, offset=5)], ctx)
+    feeds = [o for o in result.outputs if o.topic.startswith("feed.")]
+    assert sorted(o.topic for o in feeds) == ["feed.district.310115", "feed.municipal.civil-affairs"]
+    for out in feeds:
+        assert out.value == value  # unchanged bytes, same schema id
+        headers = dict(out.headers)
+        assert headers["hub-resource"] == b"municipal.health.vaccination"
+        assert headers["hub-provider"] == b"municipal.health"
+        assert json.loads(headers["hub-lineage"])[0] == "municipal.health"
+        assert out.key == b"r1"  # keyed by primary key when the publisher sent no key
+    audits = [decode_out(o.value) for o in result.outputs if o.topic == AUDIT_TOPIC]
+    assert sorted(a["action"] for a in audits) == ["deliver", "deliver", "publish"]
+    assert all("张" not in json.dumps(a, ensure_ascii=False, default=str) for a in audits)  # no record data in audit
+    assert result.tally[("records_delivered", ("down",))] == 1
+    assert result.tally[("records_delivered", ("lateral",))] == 1
+    assert result.tally[("events", ("publish", "municipal", "municipal", "ok"))] == 1
+
+
+def test_other_district_goes_only_to_its_own_feed(ctx: ExchangeContext) -> None:
+    value = framing.encode(VACC_ID, VACC, vacc_record(district="310104"))
+    topics = sorted(o.topic for o in process_batch([raw(value)], ctx).outputs if o.topic.startswith("feed."))
+    assert topics == ["feed.district.310104", "feed.municipal.civil-affairs"]
+
+
+GOOD = framing.encode(VACC_ID, VACC, vacc_record())
+
+
+@pytest.mark.parametrize(
+    ("record", "rule"),
+    [
+        (raw(GOOD, headers=[]), "missing_header"),
+        (raw(b"\x01" + GOOD[1:]), "bad_magic"),
+        (raw(framing.HEADER.pack(0, 999) + GOOD[5:]), "unknown_schema"),
+        (raw(GOOD[:20]), "truncated"),
+        (raw(GOOD[:3]), "truncated"),
+        (raw(None), "missing_value"),
+        (raw(GOOD + b"\x00\x01"), "trailing_bytes"),
+        (raw(framing.encode(OTHER_ID, OTHER, {"x": "y"})), "schema_not_bound"),
+        (raw(GOOD, headers=[("hub-resource", b"nope")]), "unknown_resource"),
+        (raw(GOOD, topic="ingress.municipal.hrss"), "not_provider"),
+    ],
+)
+def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, record: RawRecord, rule: str) -> None:
+    good_next = raw(GOOD, offset=record.offset + 1)
+    result = process_batch([record, good_next], ctx)
+    quarantined = [o for o in result.outputs if o.topic.startswith("quarantine.")]
+    assert len(quarantined) == 1
+    body = decode_out(quarantined[0].value)
+    assert body["rule"] == rule and body["reason"]
+    assert body["original_value"] == record.value
+    assert dict(quarantined[0].headers)["hub-quarantine-rule"] == rule.encode()
+    assert result.tally[("quarantined", (rule,))] == 1
+    # the worker carries on: the next good record is delivered
+    assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2
+
+
+def test_event_ids_are_stable_and_scoped(ctx: ExchangeContext) -> None:
+    rec = raw(GOOD, offset=42)
+    assert event_id_for(rec, {}) == event_id_for(raw(GOOD, offset=42), {})
+    assert event_id_for(rec, {}) != event_id_for(raw(GOOD, offset=43), {})
+    assert event_id_for(rec, {"hub-event-id": b"abc"}) == "abc"
+    assert event_id_for(rec, {"hub-event-id": b"\xff\xfe"}) == event_id_for(rec, {})  # unusable -> derived
+    assert event_id_for(rec, {"hub-event-id": b"x" * 500}) == event_id_for(rec, {})
+
+
+def test_seed_configuration_is_valid() -> None:
+    config = load_exchange_config(Path(REPO_ROOT / "config" / "seed.yaml"))
+    assert {n.id for n in config.nodes} >= {f"district.{c}" for c in ("310101", "310115", "310151")}
