@@ -55,6 +55,19 @@ def broker_start(as_json: JsonOpt = False) -> None:
         console.print(f"Kafka broker already running: [bold]{info.bootstrap}[/] (pid {info.pid})")
 
 
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Download the Kafka jars from Maven Central into the cache (done by `start` when needed)."""
+    broker = LocalBroker(Settings())
+    try:
+        with console.status(f"fetching Apache Kafka {broker.settings.kafka_version} jars from Maven Central..."):
+            libs = broker.ensure_jars()
+    except BrokerError as exc:
+        fail(str(exc))
+        return
+    console.print(f"Kafka jars ready in {libs}")
+
+
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the broker that ``hub broker start`` started (and only that process)."""
