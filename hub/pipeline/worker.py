@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import faust
+import httpx
 
 from hub.catalogue.model import ExchangeConfig
 from hub.metrics.bundle import HubMetrics
@@ -25,7 +27,7 @@ from hub.pipeline.core import (
     RawRecord,
     process_batch,
 )
-from hub.registry.client import RegistryClient, SchemaNotFound
+from hub.registry.client import RegistryClient, RegistryClientError, SchemaNotFound
 from hub.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("hub.worker")
@@ -95,6 +97,7 @@ class ExchangeWorker:
     async def _prepare(self) -> ExchangeContext:
         """Register the hub's and the catalogue's schemas and learn each resource's schema ids."""
         self.registry = RegistryClient(self.settings.effective_registry_url)
+        await self._wait_for_registry()
         audit_id = await self.registry.register(AUDIT_SUBJECT, _schema_text("schemas/hub/audit_record.avsc"))
         quarantine_id = await self.registry.register(
             QUARANTINE_SUBJECT, _schema_text("schemas/hub/quarantine_record.avsc")
@@ -115,6 +118,21 @@ class ExchangeWorker:
             quarantine_schema=EncodedSchema(quarantine.id, quarantine.parsed),
         )
 
+    async def _wait_for_registry(self, timeout: float = 120.0) -> None:
+        """The registry may start after the worker (``hub up`` starts both); wait until it answers."""
+        assert self.registry is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self.registry.subjects()
+                return
+            except RegistryClientError:
+                return  # it answered, even if with an error
+            except (httpx.HTTPError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
     async def _bound_ids(self, subject: str) -> frozenset[int]:
         assert self.registry is not None
         try:
@@ -126,7 +144,14 @@ class ExchangeWorker:
     async def _agent(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(self.settings.batch_max, within=self.settings.batch_within):
             records = [_raw(e.message) for e in events]
-            await self.handle(records)
+            try:
+                await self.handle(records)
+            except Exception:
+                # Faust acks a take_events batch even when its body raises; leaving the loop would commit
+                # records that were never delivered. Exit without returning so the batch is read again.
+                log.critical("a batch could not be processed; exiting so it is redelivered", exc_info=True)
+                logging.shutdown()
+                os._exit(70)
 
     async def handle(self, records: Sequence[RawRecord]) -> None:
         if self.ctx is None:

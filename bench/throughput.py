@@ -1,0 +1,217 @@
+"""Throughput: the hub's full pipeline against a raw aiokafka passthrough, same broker, same records, same run.
+
+    python -m bench.throughput [--records 100000] [--partitions 4]
+
+The ceiling is a plain aiokafka consumer-group loop: consume -> split Confluent frame -> fastavro decode ->
+re-encode -> produce, batch by batch. The hub runs as ``hub up`` (worker + registry API) in a child process
+and drains the same records, pre-loaded on ``ingress.municipal.health``: decode, validate, route (fan-out to
+a department and a district feed), audit and count. Both rates are measured the same way: events in, divided
+by the span between the first and the last output record's timestamp, so start-up is excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from hub.broker.manager import LocalBroker, free_port
+from hub.demo.data import record_generator
+from hub.registry import framing
+from hub.registry.client import RegistryClient
+from hub.settings import REPO_ROOT, Settings
+
+RESOURCE = "municipal.health.vaccination"
+SUBJECT = "municipal.health.vaccination-value"
+INGRESS = "ingress.municipal.health"
+WATCH_FEED = "feed.municipal.civil-affairs"  # every vaccination record reaches it (seed subscription)
+
+
+async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if new:
+            await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes], headers: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks=1)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, v, headers=headers) for v in values]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def output_span(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:
+    """Wait until ``expected`` records are on ``topic``; return (count, last timestamp - first timestamp)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or {0})]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        count, first, last = 0, None, None
+        deadline = time.monotonic() + timeout
+        while count < expected and time.monotonic() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500, max_records=50_000)).values():
+                for m in msgs:
+                    count += 1
+                    first = m.timestamp if first is None else min(first, m.timestamp)
+                    last = m.timestamp if last is None else max(last, m.timestamp)
+        span = ((last or 0) - (first or 0)) / 1000.0
+        return count, span
+    finally:
+        await consumer.stop()
+
+
+async def raw_passthrough(bootstrap: str, src: str, dst: str, n: int, parsed: object) -> None:
+    """The ceiling: consume, decode, re-encode, produce, a poll batch at a time, committing after delivery."""
+    consumer = AIOKafkaConsumer(
+        src, bootstrap_servers=bootstrap, group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=2000,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024, acks=-1)
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        while done < n:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            futures = []
+            for msgs in batch.values():
+                for m in msgs:
+                    sid, body = framing.split(m.value)
+                    record = framing.decode_body(body, parsed)
+                    futures.append(await producer.send(dst, framing.encode(sid, parsed, record), key=m.key,
+                                                       headers=list(m.headers)))
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+                done += len(futures)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def start_hub(env: dict[str, str], api: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "up"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub up exited: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{api}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("hub did not become ready")
+
+
+def stop_hub(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str, float]:
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    env = dict(os.environ, HUB_BOOTSTRAP=bootstrap, HUB_API_PORT=str(api_port), HUB_STATE_DIR=str(state),
+               HUB_TOPIC_PARTITIONS=str(args.partitions), HUB_APP_ID=f"bench-{uuid.uuid4().hex[:6]}")
+    schema = json.loads((REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text())
+    parsed = framing.parse_schema(schema)
+
+    # 1. the hub registers nothing we need yet: start it once to serve the registry, register, stop it
+    hub = start_hub(env, api)
+    try:
+        registry = RegistryClient(api)
+        schema_id = await registry.register(SUBJECT, json.dumps(schema))
+        await registry.aclose()
+    finally:
+        stop_hub(hub)
+
+    make = record_generator(schema)
+    rng = random.Random(7)
+    values = [framing.encode(schema_id, parsed, make(rng)) for _ in range(args.records)]
+    size = sum(map(len, values)) / len(values)
+    tag = uuid.uuid4().hex[:6]
+    raw_in, raw_out = f"bench.raw.in.{tag}", f"bench.raw.out.{tag}"
+    await create_topics(bootstrap, [raw_in, raw_out, INGRESS], args.partitions)
+
+    # 2. the ceiling, on the same broker with the same records
+    await produce(bootstrap, raw_in, values, [])
+    await raw_passthrough(bootstrap, raw_in, raw_out, args.records, parsed)
+    raw_count, raw_span = await output_span(bootstrap, raw_out, args.records, 60)
+
+    # 3. the hub's pipeline draining the same records from ingress
+    await produce(bootstrap, INGRESS, values, [("hub-resource", RESOURCE.encode())])
+    hub = start_hub(env, api)
+    try:
+        hub_count, hub_span = await output_span(bootstrap, WATCH_FEED, args.records, args.timeout)
+    finally:
+        stop_hub(hub)
+
+    raw_rate = raw_count / raw_span if raw_span else float("nan")
+    hub_rate = hub_count / hub_span if hub_span else float("nan")
+    return {"records": args.records, "value_bytes": size, "partitions": args.partitions,
+            "raw_events_per_s": raw_rate, "hub_events_per_s": hub_rate, "ratio": hub_rate / raw_rate,
+            "hub_delivered": hub_count}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the hub to drain")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        state = Path(tmp)
+        existing = os.environ.get("HUB_BOOTSTRAP")
+        broker = None
+        if existing:
+            bootstrap = existing
+        else:
+            broker = LocalBroker(Settings(state_dir=state / "kafka"))
+            bootstrap = broker.start(port=free_port(), controller_port=free_port(), owned=True)[0].bootstrap
+        try:
+            result = asyncio.run(run(args, bootstrap, state / "hub"))
+        finally:
+            if broker is not None:
+                broker.stop()
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"records: {result['records']} x {result['value_bytes']:.0f} B, {result['partitions']} partitions")
+    print(f"raw aiokafka passthrough (decode + re-encode): {result['raw_events_per_s']:>10,.0f} events/s")
+    print(f"hub pipeline (validate, route x2, audit x3):   {result['hub_events_per_s']:>10,.0f} events/s")
+    print(f"ratio hub / raw: {result['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Running the real hub (``hub up``) as a child process for integration tests, and reading its topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class HubProcess:
+    proc: subprocess.Popen[bytes]
+    api: str
+    bootstrap: str
+    state_dir: Path
+    log_file: Path
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"{self.api}/metrics", timeout=5).text
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+
+def start_hub(bootstrap: str, state_dir: Path, api_port: int, app_id: str, *args: str,
+              extra_env: dict[str, str] | None = None, timeout: float = 120) -> HubProcess:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_file = state_dir / "hub-up.log"
+    env = dict(os.environ, HUB_BOOTSTRAP=bootstrap, HUB_API_PORT=str(api_port), HUB_STATE_DIR=str(state_dir),
+               HUB_APP_ID=app_id, **(extra_env or {}))
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "up", *args], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    hub = HubProcess(proc, f"http://127.0.0.1:{api_port}", bootstrap, state_dir, log_file)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"hub up exited with {proc.returncode}:\n{log_file.read_text()[-3000:]}")
+        status = state_dir / "hub.json"
+        if status.exists():
+            try:
+                if httpx.get(f"{hub.api}/healthz", timeout=1).status_code == 200:
+                    json.loads(status.read_text())
+                    return hub
+            except (httpx.HTTPError, ValueError):
+                pass
+        time.sleep(0.2)
+    hub.stop()
+    raise RuntimeError(f"hub did not become ready:\n{log_file.read_text()[-3000:]}")
+
+
+class TopicReader:
+    """Reads topics from the offsets they had when it was created, so tests only see their own records."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.consumer: AIOKafkaConsumer | None = None
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self, topics: Iterable[str]) -> TopicReader:
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await self.consumer.start()
+        self.partitions = [
+            TopicPartition(t, p) for t in topics for p in (self.consumer.partitions_for_topic(t) or {0})
+        ]
+        self.consumer.assign(self.partitions)
+        for tp, offset in (await self.consumer.end_offsets(self.partitions)).items():
+            self.consumer.seek(tp, offset)
+        return self
+
+    async def read_until(self, done, timeout: float = 60, quiet: float = 1.5) -> list[ConsumerRecord]:
+        """Collect records until ``done(records)`` holds, then ``quiet`` seconds more (to catch extras)."""
+        assert self.consumer is not None
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout
+        satisfied_at: float | None = None
+        while time.monotonic() < deadline:
+            batch = await self.consumer.getmany(timeout_ms=300)
+            for msgs in batch.values():
+                records.extend(msgs)
+            if satisfied_at is None and done(records):
+                satisfied_at = time.monotonic()
+            if satisfied_at is not None and time.monotonic() - satisfied_at >= quiet:
+                break
+        return records
+
+    async def stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+def header(record: ConsumerRecord, name: str) -> bytes | None:
+    return next((v for k, v in record.headers if k == name), None)
