@@ -1,0 +1,604 @@
+"""The schema registry's state and operations. Pure: no I/O.
+
+State changes only by folding ``_schemas`` records in with :meth:`RegistryState.apply`, in Confluent's own
+record format, so the topic reads like a Confluent Schema Registry's and any instance that replays it
+ends in the same state. Operations (register, delete, config) validate against the current state and
+return their result together with the records to append; the caller appends them and applies them as
+they are read back (:meth:`RegistryState.commit` applies them directly, for tests and single writers).
+
+``apply`` is deterministic and first-writer-wins where two instances might race: a SCHEMA record
+claiming an id already bound to another schema, or a version slot already holding another id, is
+ignored, and the writer that lost sees that when it reads its record back and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from hub.registry import compatibility
+from hub.registry.compatibility import InvalidSchemaError, ParsedSchema
+
+Key = dict[str, Any]
+Value = dict[str, Any] | None
+Record = tuple[Key, Value]
+VersionSpec = int | Literal["latest"]
+
+AVRO = "AVRO"
+SUPPORTED_TYPES = (AVRO,)
+KNOWN_TYPES = ("AVRO", "JSON", "PROTOBUF")
+MAX_VERSION = 2**31 - 1
+MAX_SUBJECT_LENGTH = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+# Confluent error codes (io.confluent.kafka.schemaregistry.rest.exceptions.Errors)
+SUBJECT_NOT_FOUND = 40401
+VERSION_NOT_FOUND = 40402
+SCHEMA_NOT_FOUND = 40403
+SUBJECT_SOFT_DELETED = 40404
+SUBJECT_NOT_SOFT_DELETED = 40405
+VERSION_SOFT_DELETED = 40406
+VERSION_NOT_SOFT_DELETED = 40407
+SUBJECT_CONFIG_NOT_FOUND = 40408
+INCOMPATIBLE_SCHEMA = 409
+INVALID_SCHEMA = 42201
+INVALID_VERSION = 42202
+INVALID_COMPATIBILITY_LEVEL = 42203
+INVALID_MODE = 42204
+OPERATION_NOT_PERMITTED = 42205
+INVALID_SUBJECT = 42208
+
+
+class RegistryHTTPError(Exception):
+    """An error the registry answers with Confluent's body ``{"error_code": ..., "message": ...}``."""
+
+    def __init__(self, status: int, error_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        return {"error_code": self.error_code, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"RegistryHTTPError({self.status}, {self.error_code}, {self.message!r})"
+
+
+def subject_not_found(subject: str) -> RegistryHTTPError:
+    return RegistryHTTPError(404, SUBJECT_NOT_FOUND, f"Subject '{subject}' not found.")
+
+
+def version_not_found(subject: str, version: VersionSpec) -> RegistryHTTPError:
+    return RegistryHTTPError(404, VERSION_NOT_FOUND, f"Version {version} not found for subject '{subject}'.")
+
+
+def schema_not_found(detail: str = "Schema not found") -> RegistryHTTPError:
+    return RegistryHTTPError(404, SCHEMA_NOT_FOUND, detail)
+
+
+def invalid_schema(detail: str) -> RegistryHTTPError:
+    return RegistryHTTPError(422, INVALID_SCHEMA, f"Invalid schema: {detail}")
+
+
+def invalid_level(level: object) -> RegistryHTTPError:
+    return RegistryHTTPError(
+        422, INVALID_COMPATIBILITY_LEVEL,
+        f"Invalid compatibility level {json.dumps(level)[:100]}. Valid values are none, backward, forward, "
+        "full, backward_transitive, forward_transitive, and full_transitive",
+    )
+
+
+# ---------------------------------------------------------------- records (Confluent's _schemas format)
+
+def schema_key(subject: str, version: int) -> Key:
+    return {"keytype": "SCHEMA", "subject": subject, "version": version, "magic": 1}
+
+
+def config_key(subject: str | None) -> Key:
+    return {"keytype": "CONFIG", "subject": subject, "magic": 0}
+
+
+def delete_subject_key(subject: str) -> Key:
+    return {"keytype": "DELETE_SUBJECT", "subject": subject, "magic": 0}
+
+
+def encode_record(key: Key, value: Value) -> tuple[bytes, bytes | None]:
+    """Bytes for the topic: compact JSON, fixed key order (compaction compares key bytes)."""
+    key_bytes = json.dumps(key, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if value is None:
+        return key_bytes, None
+    return key_bytes, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_record(key: bytes | None, value: bytes | None) -> Record | None:
+    """Parse a topic record; None for anything that is not a JSON-object key (foreign or corrupt records)."""
+    if not key:
+        return None
+    try:
+        parsed_key = json.loads(key)
+        parsed_value = json.loads(value) if value is not None else None
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(parsed_key, dict) or not (parsed_value is None or isinstance(parsed_value, dict)):
+        return None
+    return parsed_key, parsed_value
+
+
+# ---------------------------------------------------------------- state
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One version of one subject: which global schema id it holds, and whether it is soft-deleted."""
+
+    subject: str
+    version: int
+    id: int
+    schema: str
+    deleted: bool = False
+    schema_type: str = AVRO
+
+    def response(self) -> dict[str, Any]:
+        """The Confluent JSON of this version (``schemaType`` only when not AVRO, as Confluent does)."""
+        body: dict[str, Any] = {
+            "subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema,
+        }
+        if self.schema_type != AVRO:
+            body["schemaType"] = self.schema_type
+        return body
+
+    def record(self) -> Record:
+        value: dict[str, Any] = {
+            "subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema,
+            "deleted": self.deleted,
+        }
+        if self.schema_type != AVRO:
+            value["schemaType"] = self.schema_type
+        return schema_key(self.subject, self.version), value
+
+
+@dataclass(frozen=True)
+class StoredSchema:
+    """A schema text under its global id, with its canonical form (the identity that decides the id)."""
+
+    id: int
+    schema: str
+    canonical: str
+    schema_type: str = AVRO
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    """What a registration answered: the global id, the subject version, and whether it is new."""
+
+    id: int
+    version: int
+    created: bool
+
+
+@dataclass
+class RegistryState:
+    """Everything the registry knows; equal states answer every request identically."""
+
+    subjects: dict[str, dict[int, SchemaVersion]] = field(default_factory=dict)
+    schemas: dict[int, StoredSchema] = field(default_factory=dict)
+    ids_by_canonical: dict[str, int] = field(default_factory=dict)
+    global_level: str | None = None
+    subject_levels: dict[str, str] = field(default_factory=dict)
+    max_id: int = 0
+    ignored: int = 0  # records skipped by apply (foreign, corrupt or losing a race), for diagnostics
+
+    # ------------------------------------------------------------ folding records in
+
+    @classmethod
+    def replay(cls, records: Iterable[Record]) -> RegistryState:
+        """A state built from scratch by applying records in order (what a restarted instance does)."""
+        state = cls()
+        state.commit(records)
+        return state
+
+    def commit(self, records: Iterable[Record]) -> None:
+        """Apply records as if they had been appended and read back."""
+        for key, value in records:
+            self.apply(key, value)
+
+    def apply(self, key: Key, value: Value) -> bool:
+        """Fold one ``_schemas`` record into the state; returns False when the record was ignored."""
+        keytype = key.get("keytype")
+        if keytype == "SCHEMA":
+            applied = self._apply_schema(key, value)
+        elif keytype == "CONFIG":
+            applied = self._apply_config(key, value)
+        elif keytype == "DELETE_SUBJECT":
+            applied = self._apply_delete_subject(key, value)
+        else:  # NOOP, MODE, CONTEXT... carry nothing this registry keeps
+            applied = keytype == "NOOP"
+        if not applied:
+            self.ignored += 1
+        return applied
+
+    def _apply_schema(self, key: Key, value: Value) -> bool:
+        subject, version = key.get("subject"), key.get("version")
+        if not isinstance(subject, str) or not _is_version_number(version):
+            return False
+        versions = self.subjects.get(subject)
+        if value is None:  # permanent delete of one version; the id keeps naming its schema
+            if versions is None or versions.pop(version, None) is None:
+                return False
+            if not versions:
+                del self.subjects[subject]
+            return True
+        schema_id, text = value.get("id"), value.get("schema")
+        schema_type = value.get("schemaType") or AVRO
+        deleted = bool(value.get("deleted", False))
+        if not _is_version_number(schema_id) or not isinstance(text, str):
+            return False
+        if schema_type not in SUPPORTED_TYPES:
+            return False
+        if value.get("subject", subject) != subject or value.get("version", version) != version:
+            return False
+        try:
+            parsed = compatibility.parse(text)
+        except InvalidSchemaError:
+            return False
+        self.max_id = max(self.max_id, schema_id)
+        stored = self.schemas.get(schema_id)
+        if stored is not None and stored.canonical != parsed.canonical:
+            return False  # the id is already another schema's: a racing writer lost
+        current = (versions or {}).get(version)
+        if current is not None and current.id != schema_id:
+            return False  # the slot is already another schema's: a racing writer lost
+        if stored is None:
+            stored = StoredSchema(schema_id, parsed.text, parsed.canonical, schema_type)
+            self.schemas[schema_id] = stored
+        self.ids_by_canonical.setdefault(parsed.canonical, schema_id)
+        entry = SchemaVersion(subject, version, schema_id, stored.schema, deleted, schema_type)
+        self.subjects.setdefault(subject, {})[version] = entry
+        return True
+
+    def _apply_config(self, key: Key, value: Value) -> bool:
+        subject = key.get("subject")
+        if subject is not None and not isinstance(subject, str):
+            return False
+        if value is None:
+            if subject is None:
+                self.global_level = None
+            else:
+                self.subject_levels.pop(subject, None)
+            return True
+        level = compatibility.normalize_level(value.get("compatibilityLevel", value.get("compatibility")))
+        if level is None:
+            return False
+        if subject is None:
+            self.global_level = level
+        else:
+            self.subject_levels[subject] = level
+        return True
+
+    def _apply_delete_subject(self, key: Key, value: Value) -> bool:
+        subject = key.get("subject")
+        if not isinstance(subject, str):
+            return False
+        if value is None:  # the subject was permanently deleted: nothing left to mark
+            return True
+        watermark = value.get("version")
+        if not _is_version_number(watermark):
+            return False
+        versions = self.subjects.get(subject, {})
+        for number, entry in versions.items():
+            if number <= watermark and not entry.deleted:
+                versions[number] = replace(entry, deleted=True)
+        return True
+
+    # ------------------------------------------------------------ reads
+
+    def subject_names(
+        self, *, deleted: bool = False, deleted_only: bool = False, prefix: str = ""
+    ) -> list[str]:
+        """Subjects with a live version (``deleted``: also soft-deleted ones; ``deleted_only``: only them)."""
+        names = []
+        for name, versions in self.subjects.items():
+            if not name.startswith(prefix):
+                continue
+            live = any(not v.deleted for v in versions.values())
+            if (deleted_only and not live) or (not deleted_only and (live or deleted)):
+                names.append(name)
+        return sorted(names)
+
+    def versions(self, subject: str, *, deleted: bool = False, deleted_only: bool = False) -> list[int]:
+        """A subject's versions (live; ``deleted``: all; ``deleted_only``: soft-deleted ones); else 40401."""
+        entries = self.subjects.get(subject)
+        if not entries:
+            raise subject_not_found(subject)
+        if deleted_only:
+            return sorted(n for n, e in entries.items() if e.deleted)
+        found = sorted(n for n, e in entries.items() if deleted or not e.deleted)
+        if not found:
+            raise subject_not_found(subject)
+        return found
+
+    def live_versions(self, subject: str) -> list[SchemaVersion]:
+        """The subject's versions that are not soft-deleted, oldest first."""
+        return [e for _, e in sorted(self.subjects.get(subject, {}).items()) if not e.deleted]
+
+    def get_version(self, subject: str, spec: VersionSpec, *, deleted: bool = False) -> SchemaVersion:
+        """One version (``latest``: the newest live one, or newest of all with ``deleted``); 40401/40402."""
+        entries = self.subjects.get(subject)
+        if not entries or (not deleted and all(e.deleted for e in entries.values())):
+            raise subject_not_found(subject)
+        if spec == "latest":
+            candidates = [e for e in entries.values() if deleted or not e.deleted]
+            return max(candidates, key=lambda e: e.version)
+        entry = entries.get(spec)
+        if entry is None or (entry.deleted and not deleted):
+            raise version_not_found(subject, spec)
+        return entry
+
+    def schema_by_id(self, schema_id: int) -> StoredSchema:
+        stored = self.schemas.get(schema_id)
+        if stored is None:
+            raise schema_not_found(f"Schema {schema_id} not found")
+        return stored
+
+    def id_versions(self, schema_id: int, *, deleted: bool = False) -> list[SchemaVersion]:
+        """Every subject version holding the id (40403 if the id is unknown)."""
+        self.schema_by_id(schema_id)
+        return [
+            e for name in sorted(self.subjects) for _, e in sorted(self.subjects[name].items())
+            if e.id == schema_id and (deleted or not e.deleted)
+        ]
+
+    def id_subjects(self, schema_id: int, *, deleted: bool = False) -> list[str]:
+        return sorted({e.subject for e in self.id_versions(schema_id, deleted=deleted)})
+
+    def effective_level(self, subject: str | None) -> str:
+        """The subject's level, else the global one, else Confluent's default BACKWARD."""
+        if subject is not None and subject in self.subject_levels:
+            return self.subject_levels[subject]
+        return self.global_level or compatibility.DEFAULT_LEVEL
+
+    def subject_level(self, subject: str, *, default_to_global: bool = False) -> str:
+        """A subject's own level; 40408 when it has none, unless ``default_to_global``."""
+        if subject in self.subject_levels:
+            return self.subject_levels[subject]
+        if default_to_global:
+            return self.effective_level(None)
+        raise RegistryHTTPError(
+            404, SUBJECT_CONFIG_NOT_FOUND,
+            f"Subject '{subject}' does not have subject-level compatibility configured",
+        )
+
+    def lookup(
+        self, subject: str, schema_text: str, *, schema_type: str = AVRO, deleted: bool = False,
+    ) -> SchemaVersion:
+        """The subject's version holding this schema (same canonical form): 40401 / 40403 if none."""
+        parsed = _validate(schema_text, schema_type)
+        entries = self.subjects.get(subject)
+        if not entries or (not deleted and all(e.deleted for e in entries.values())):
+            raise subject_not_found(subject)
+        matches = [
+            e for _, e in sorted(entries.items())
+            if (deleted or not e.deleted) and self.schemas[e.id].canonical == parsed.canonical
+        ]
+        if not matches:
+            raise schema_not_found(f"Schema not found under subject '{subject}'")
+        live = [e for e in matches if not e.deleted]
+        return (live or matches)[-1]
+
+    def check_compatibility(
+        self, subject: str, schema_text: str, spec: VersionSpec | None = None, *, schema_type: str = AVRO,
+    ) -> compatibility.CompatibilityResult:
+        """Test a schema against one version, or (``latest``/None) against the subject as its level says."""
+        _check_subject(subject)
+        parsed = _validate(schema_text, schema_type)
+        level = self.effective_level(subject)
+        if spec is None or spec == "latest":
+            previous = self.live_versions(subject)
+        else:
+            previous = [self.get_version(subject, spec)]
+        return self._compatible(parsed, previous, level)
+
+    def _compatible(
+        self, parsed: ParsedSchema, previous: list[SchemaVersion], level: str
+    ) -> compatibility.CompatibilityResult:
+        labels = [f"version {e.version}" for e in previous]
+        return compatibility.is_compatible(parsed, [self._parsed(e) for e in previous], level, labels=labels)
+
+    def _parsed(self, entry: SchemaVersion) -> ParsedSchema:
+        return compatibility.parse(self.schemas[entry.id].schema)
+
+    # ------------------------------------------------------------ operations (results + records)
+
+    def register(
+        self, subject: str, schema_text: str, *, schema_type: str = AVRO, normalize: bool = False,
+        schema_id: int | None = None,
+    ) -> tuple[RegisterResult, list[Record]]:
+        """Register a schema under a subject: the existing version if it is already there, else a new one.
+
+        The id is the one this canonical schema already has anywhere, else the next free id; the new
+        version must pass the subject's compatibility level (409 with the reasons otherwise).
+        """
+        _check_subject(subject)
+        parsed = _validate(schema_text, schema_type)
+        entries = self.subjects.get(subject, {})
+        for _, entry in sorted(entries.items(), reverse=True):
+            if not entry.deleted and self.schemas[entry.id].canonical == parsed.canonical:
+                _check_requested_id(schema_id, entry.id)
+                return RegisterResult(entry.id, entry.version, created=False), []
+        level = self.effective_level(subject)
+        previous = self.live_versions(subject)
+        result = self._compatible(parsed, previous, level)
+        if not result.compatible:
+            raise RegistryHTTPError(
+                409, INCOMPATIBLE_SCHEMA,
+                f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\" "
+                f"under compatibility level {level}, details: [{', '.join(result.messages)}]",
+            )
+        new_id = self.ids_by_canonical.get(parsed.canonical)
+        if new_id is None:
+            new_id = self.max_id + 1
+        _check_requested_id(schema_id, new_id)
+        version = max(entries, default=0) + 1
+        if version > MAX_VERSION:
+            raise RegistryHTTPError(422, INVALID_VERSION, f"Subject '{subject}' has no version numbers left")
+        stored = self.schemas.get(new_id)
+        text = stored.schema if stored is not None else (parsed.canonical if normalize else parsed.text)
+        entry = SchemaVersion(subject, version, new_id, text, False, schema_type)
+        return RegisterResult(new_id, version, created=True), [entry.record()]
+
+    def verify_registration(self, subject: str, result: RegisterResult) -> list[Record] | None:
+        """After a registration's record was read back: None if it took effect, else what to do about it.
+
+        An empty list means the record lost its id to another instance's schema (retry with a fresh id); a
+        record means the version slot went to another instance, and re-appending the winner's record keeps
+        compaction (last record wins) in step with ``apply`` (first record wins).
+        """
+        if not result.created:
+            return None
+        entry = self.subjects.get(subject, {}).get(result.version)
+        if entry is not None and entry.id == result.id:
+            return None
+        return [entry.record()] if entry is not None else []
+
+    def delete_subject(self, subject: str, *, permanent: bool = False) -> tuple[list[int], list[Record]]:
+        """Soft delete (versions become deleted, the subject's config goes), or purge a soft-deleted one."""
+        entries = self.subjects.get(subject)
+        if not entries:
+            raise subject_not_found(subject)
+        live = sorted(n for n, e in entries.items() if not e.deleted)
+        if permanent:
+            if live:
+                raise RegistryHTTPError(
+                    404, SUBJECT_NOT_SOFT_DELETED,
+                    f"Subject '{subject}' was not deleted first before being permanently deleted",
+                )
+            numbers = sorted(entries)
+            records: list[Record] = [(schema_key(subject, n), None) for n in numbers]
+            records.append((delete_subject_key(subject), None))
+            if subject in self.subject_levels:
+                records.append((config_key(subject), None))
+            return numbers, records
+        if not live:
+            raise RegistryHTTPError(
+                404, SUBJECT_SOFT_DELETED,
+                f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently",
+            )
+        records = [(delete_subject_key(subject), {"subject": subject, "version": max(entries)})]
+        if subject in self.subject_levels:
+            records.append((config_key(subject), None))
+        return live, records
+
+    def delete_version(
+        self, subject: str, spec: VersionSpec, *, permanent: bool = False,
+    ) -> tuple[int, list[Record]]:
+        """Soft delete one version, or purge one that is already soft-deleted (``permanent``)."""
+        entries = self.subjects.get(subject)
+        if not entries:
+            raise subject_not_found(subject)
+        if spec == "latest":
+            entry = self.get_version(subject, "latest", deleted=permanent)
+        else:
+            found = entries.get(spec)
+            if found is None:
+                raise version_not_found(subject, spec)
+            entry = found
+        if permanent:
+            if not entry.deleted:
+                raise RegistryHTTPError(
+                    404, VERSION_NOT_SOFT_DELETED,
+                    f"Subject '{subject}' Version {entry.version} was not deleted first before being "
+                    "permanently deleted",
+                )
+            return entry.version, [(schema_key(subject, entry.version), None)]
+        if entry.deleted:
+            raise RegistryHTTPError(
+                404, VERSION_SOFT_DELETED,
+                f"Subject '{subject}' Version {entry.version} was soft deleted. Set permanent=true to delete "
+                "permanently",
+            )
+        return entry.version, [replace(entry, deleted=True).record()]
+
+    def set_config(self, subject: str | None, level: object) -> tuple[str, list[Record]]:
+        """Set the global (``subject`` None) or a subject's compatibility level (42203 if not a level)."""
+        if subject is not None:
+            _check_subject(subject)
+        name = compatibility.normalize_level(level)
+        if name is None:
+            raise invalid_level(level)
+        return name, [(config_key(subject), {"compatibilityLevel": name})]
+
+    def delete_config(self, subject: str | None) -> tuple[str, list[Record]]:
+        """Drop a subject's level (back to global) or the global one (back to BACKWARD); returns the old."""
+        if subject is None:
+            return self.effective_level(None), [(config_key(None), None)]
+        if subject in self.subject_levels:
+            return self.subject_levels[subject], [(config_key(subject), None)]
+        if subject not in self.subjects:
+            raise subject_not_found(subject)
+        raise RegistryHTTPError(
+            404, SUBJECT_CONFIG_NOT_FOUND,
+            f"Subject '{subject}' does not have subject-level compatibility configured",
+        )
+
+
+# ---------------------------------------------------------------- input checks
+
+def _is_version_number(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_VERSION
+
+
+def parse_version(spec: str | int) -> VersionSpec:
+    """A path's version: ``latest`` or -1, or 1..2^31-1; anything else is 42202."""
+    text = str(spec).strip()
+    if text.lower() == "latest" or text == "-1":
+        return "latest"
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not text.lstrip("+").isdigit() or not 1 <= number <= MAX_VERSION:
+        raise RegistryHTTPError(
+            422, INVALID_VERSION,
+            f"The specified version '{text[:50]}' is not a valid version id. Allowed values are between "
+            f"[1, 2^31-1] and the string \"latest\"",
+        )
+    return number
+
+
+def _check_subject(subject: str) -> None:
+    if not subject or not subject.strip():
+        raise RegistryHTTPError(422, INVALID_SUBJECT, "The subject name is empty")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise RegistryHTTPError(
+            422, INVALID_SUBJECT, f"The subject name is longer than {MAX_SUBJECT_LENGTH} characters"
+        )
+    if _CONTROL.search(subject):
+        raise RegistryHTTPError(422, INVALID_SUBJECT, "The subject name contains control characters")
+
+
+def _check_requested_id(requested: int | None, actual: int) -> None:
+    if requested is not None and requested != actual:
+        raise RegistryHTTPError(
+            422, OPERATION_NOT_PERMITTED,
+            f"Registering with a chosen id ({requested}) needs IMPORT mode, which this registry does not "
+            f"offer; this schema's id is {actual}",
+        )
+
+
+def _validate(schema_text: object, schema_type: str) -> ParsedSchema:
+    if schema_type not in SUPPORTED_TYPES:
+        if schema_type in KNOWN_TYPES:
+            raise invalid_schema(f"schema type {schema_type} is not supported by this registry, only AVRO")
+        shown = json.dumps(schema_type)[:60]
+        raise invalid_schema(f"unknown schema type {shown}; this registry supports AVRO")
+    if not isinstance(schema_text, str) or not schema_text.strip():
+        raise RegistryHTTPError(
+            422, INVALID_SCHEMA, "Empty schema: give the Avro schema as a JSON string in 'schema'"
+        )
+    try:
+        return compatibility.parse(schema_text)
+    except InvalidSchemaError as exc:
+        raise invalid_schema(str(exc)) from exc
