@@ -1,0 +1,296 @@
+"""Deployment assets (Docker, Prometheus, Grafana) agree with the code, the settings and the metric contract.
+
+Docker cannot run here, so the compose file and the Dockerfile are checked statically. The Prometheus
+configuration, the alert rules and their unit tests are checked with ``promtool`` when it is on PATH (Debian:
+``apt-get install prometheus``), as are the dashboard's queries.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hub.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+PROM = DEPLOY / "prometheus"
+GRAFANA = DEPLOY / "grafana"
+COMPOSE = ROOT / "docker-compose.yml"
+DASHBOARD = GRAFANA / "dashboards" / "hub.json"
+
+# SPEC metric contract, plus the two gauges the team adds, plus what Prometheus itself provides.
+CONTRACT_METRICS = {
+    "hub_events_total",
+    "hub_records_delivered_total",
+    "hub_calls_total",
+    "hub_quarantined_total",
+    "hub_event_latency_seconds",
+    "hub_objections_open",
+    "hub_catalog_resources",
+    "hub_audit_chain_ok",
+    "hub_consumer_lag",
+    "hub_objections_overdue",
+}
+HISTOGRAM_SERIES = {f"hub_event_latency_seconds{suffix}" for suffix in ("_bucket", "_sum", "_count")}
+ALLOWED_METRICS = CONTRACT_METRICS | HISTOGRAM_SERIES | {"up"}
+ALERTS = {
+    "HubWorkerDown",
+    "ConsumerLagGrowing",
+    "QuarantineRateHigh",
+    "AuditChainBroken",
+    "ObjectionTimeLimitBreached",
+    "DenialSpike",
+}
+PROMQL_WORDS = {
+    "sum", "max", "min", "avg", "count", "by", "without", "rate", "irate", "increase", "deriv", "delta",
+    "histogram_quantile", "and", "or", "unless", "offset", "vector", "le", "on", "ignoring", "bool",
+    "absent", "clamp_min", "topk", "bottomk", "group_left", "group_right", "time",
+}  # fmt: skip
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords or label names."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    expr = re.sub(r"\{[^}]*\}", "{}", expr)  # label matchers
+    expr = re.sub(r"\((?:by|without|on|ignoring)\s*\([^)]*\)", "(", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\$\w+", "", expr)  # Grafana variables
+    expr = re.sub(r"\b\d[\w.]*", "", expr)  # numbers and durations (offset 5m)
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+    return {n for n in names if n not in PROMQL_WORDS}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in load_yaml(PROM / "alerts.yml")["groups"] for rule in group["rules"]]
+
+
+def dashboard_panels() -> list[dict[str, Any]]:
+    panels = []
+    for panel in json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard_panels() for t in p.get("targets", [])]
+
+
+# --- docker ------------------------------------------------------------------------------------------
+
+
+def test_compose_services() -> None:
+    compose = load_yaml(COMPOSE)
+    services = compose["services"]
+    assert {"kafka", "hub", "prometheus", "grafana"} <= set(services)
+
+    kafka = services["kafka"]
+    image, _, tag = kafka["image"].partition(":")
+    assert image == "apache/kafka" and tag.split(".")[0] == "4"
+    assert tag == Settings().kafka_version, "compose Kafka should match the local broker's version"
+    env = kafka["environment"]
+    assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "PLAINTEXT://:9092" in env["KAFKA_LISTENERS"]
+    assert "healthcheck" in kafka
+
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus")
+    assert any(v.startswith("./deploy/prometheus:") for v in prometheus["volumes"])
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana")
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"] if v.startswith("./")}
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = load_yaml(GRAFANA / "provisioning" / "dashboards" / "hub.yml")["providers"][0]
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{source} is mounted but does not exist"
+            else:
+                assert source in compose["volumes"], f"named volume {source} is not declared"
+
+
+def test_compose_hub_service_matches_cli_and_settings() -> None:
+    hub = load_yaml(COMPOSE)["services"]["hub"]
+    assert hub["build"]["dockerfile"] == "deploy/Dockerfile"
+    assert (ROOT / hub["build"]["context"] / hub["build"]["dockerfile"]).is_file()
+    assert hub["command"][:3] == ["up", "--bootstrap", "kafka:9092"]
+    env = hub["environment"]
+    assert env["HUB_API_HOST"] == "0.0.0.0"
+    assert "8081:8081" in hub["ports"]
+    assert hub["depends_on"]["kafka"]["condition"] == "service_healthy"
+    fields = set(Settings.model_fields)
+    for name in env:
+        assert name.startswith("HUB_") and name[4:].lower() in fields, f"{name} is not a hub setting"
+    settings = Settings(**{k[4:].lower(): v for k, v in env.items()})
+    assert settings.api_port == 8081 and settings.bootstrap == "kafka:9092"
+    assert "/healthz" in " ".join(hub["healthcheck"]["test"])
+
+
+def test_dockerfile() -> None:
+    text = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)
+    assert "pip install" in text
+    assert 'ENTRYPOINT ["hub"]' in text
+    for path in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        assert (ROOT / path).exists(), f"Dockerfile copies {path}, which does not exist"
+    env = dict(re.findall(r"(HUB_[A-Z_]+)=(\S+)", text))
+    fields = set(Settings.model_fields)
+    assert env and all(name[4:].lower() in fields for name in env), env
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+    assert "!hub/" in ignore and "!schemas/" in ignore and "!config/" in ignore
+
+
+# --- prometheus --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "target"), [("prometheus.yml", "hub:8081"), ("prometheus.local.yml", "127.0.0.1:8081")]
+)
+def test_prometheus_scrapes_the_hub_api(name: str, target: str) -> None:
+    config = load_yaml(PROM / name)
+    assert config["rule_files"] == ["alerts.yml"]
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "hub")
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [target]
+    assert int(target.rsplit(":", 1)[1]) == Settings().api_port
+
+
+def test_alerts_cover_the_required_set_and_use_contract_metrics() -> None:
+    rules = alert_rules()
+    assert {r["alert"] for r in rules} == ALERTS
+    for rule in rules:
+        names = metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= ALLOWED_METRICS, f"{rule['alert']} uses {names - ALLOWED_METRICS}"
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        if rule["alert"] == "HubWorkerDown":
+            assert 'job="hub"' in rule["expr"]
+
+
+def test_alert_unit_tests_cover_firing_and_silence() -> None:
+    tests = load_yaml(PROM / "alerts_test.yml")
+    assert tests["rule_files"] == ["alerts.yml"]
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for case in tests["tests"]:
+        for check in case["alert_rule_test"]:
+            (firing if check["exp_alerts"] else silent).add(check["alertname"])
+        for series in case["input_series"]:
+            name = series["series"].split("{", 1)[0]
+            assert name in ALLOWED_METRICS, name
+    assert firing == ALERTS, f"no firing test for {ALERTS - firing}"
+    assert silent == ALERTS, f"no silent test for {ALERTS - silent}"
+
+
+# --- grafana -----------------------------------------------------------------------------------------
+
+
+def test_grafana_provisioning() -> None:
+    datasource = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"][0]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    uid = datasource["uid"]
+    for panel in dashboard_panels():
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == uid, panel["title"]
+        for t in panel["targets"]:
+            assert t["datasource"]["uid"] == uid, panel["title"]
+
+
+def test_dashboard_uses_only_contract_metrics_and_covers_them() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert dashboard["uid"] and dashboard["title"]
+    ids = [p["id"] for p in dashboard_panels()]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    used: set[str] = set()
+    for expr in dashboard_exprs():
+        names = metric_names(expr)
+        assert names <= ALLOWED_METRICS, f"{expr} uses {names - ALLOWED_METRICS}"
+        used |= names
+    assert CONTRACT_METRICS - {"hub_event_latency_seconds"} <= used
+    assert "hub_event_latency_seconds_bucket" in used
+    exprs = "\n".join(dashboard_exprs())
+    for quantile in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({quantile}," in exprs
+    assert 'outcome="denied"' in exprs
+    for label in ("direction", "rule", "tier", "topic", "to_tier, outcome", "kind, from_tier, to_tier"):
+        assert f"by ({label})" in exprs, label
+
+
+def test_metric_name_extraction() -> None:
+    expr = 'histogram_quantile(0.99, sum by (le) (rate(hub_event_latency_seconds_bucket{job="hub"}[5m])))'
+    assert metric_names(expr) == {"hub_event_latency_seconds_bucket"}
+    assert metric_names('sum(rate(hub_events_total{outcome="denied"}[1h] offset 5m)) or vector(0)') == {
+        "hub_events_total"
+    }
+    assert metric_names("max by (topic) (hub_consumer_lag)") == {"hub_consumer_lag"}
+
+
+# --- promtool ----------------------------------------------------------------------------------------
+
+promtool = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    promtool is None, reason="promtool not on PATH (Debian: apt-get install prometheus)"
+)
+
+
+def run_promtool(*args: str, cwd: Path = PROM) -> str:
+    assert promtool is not None
+    proc = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    return output
+
+
+@needs_promtool
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus.local.yml"])
+def test_promtool_check_config(name: str) -> None:
+    assert "SUCCESS" in run_promtool("check", "config", name)
+
+
+@needs_promtool
+def test_promtool_check_rules() -> None:
+    assert "SUCCESS: 6 rules found" in run_promtool("check", "rules", "alerts.yml")
+
+
+@needs_promtool
+def test_promtool_test_rules() -> None:
+    assert "SUCCESS" in run_promtool("test", "rules", "alerts_test.yml")
+
+
+@needs_promtool
+def test_dashboard_queries_parse(tmp_path: Path) -> None:
+    """Every dashboard query, with Grafana's variables substituted, is valid PromQL."""
+    rules = [
+        {
+            "record": f"hub:dashboard_query_{i}",
+            "expr": expr.replace("$__rate_interval", "1m").replace("$__range", "1h"),
+        }
+        for i, expr in enumerate(dashboard_exprs())
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8")
+    assert f"SUCCESS: {len(rules)} rules found" in run_promtool("check", "rules", str(path), cwd=tmp_path)
