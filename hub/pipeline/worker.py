@@ -27,7 +27,7 @@ from hub.pipeline.core import (
     RawRecord,
     process_batch,
 )
-from hub.registry.client import RegistryClient, RegistryClientError, SchemaNotFound
+from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("hub.worker")
@@ -120,18 +120,17 @@ class ExchangeWorker:
 
     async def _wait_for_registry(self, timeout: float = 120.0) -> None:
         """The registry may start after the worker (``hub up`` starts both); wait until it answers."""
-        assert self.registry is not None
+        url = f"{self.settings.effective_registry_url.rstrip('/')}/subjects"
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.registry.subjects()
-                return
-            except RegistryClientError:
-                return  # it answered, even if with an error
-            except (httpx.HTTPError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                try:
+                    await http.get(url)
+                    return  # it answered (any status): the Confluent calls will say what is wrong
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.5)
 
     async def _bound_ids(self, subject: str) -> frozenset[int]:
         assert self.registry is not None

@@ -187,5 +187,5 @@ async def test_confluent_avro_serializer_record_is_accepted(hub: HubProcess) -> 
         got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2))
     finally:
         await reader.stop()
-    assert sorted(r.topic for r in got) == [LATERAL_FEED, "feed.district.310112"]
+    assert sorted(r.topic for r in got) == sorted([LATERAL_FEED, "feed.district.310112"])
     assert all(r.key == record["record_id"].encode() for r in got)
