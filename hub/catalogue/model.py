@@ -147,14 +147,25 @@ class ExchangeConfig(_Model):
         return sorted({r.provider for r in self.resources})
 
 
-def load_exchange_config(path: Path) -> ExchangeConfig:
-    """Read and validate the seed file; errors name the file and what is wrong."""
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"cannot read seed configuration {path}: {exc}") from exc
+        raise ValueError(f"cannot read {path}: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ValueError(f"seed configuration {path} is not valid YAML: {exc}") from exc
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def load_exchange_config(path: Path) -> ExchangeConfig:
+    """Read and validate the seed file (and the catalogue files it names); errors say which file and what."""
+    raw = _read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"seed configuration {path} must be a mapping with nodes, resources, subscriptions")
+    resources = list(raw.get("resources") or [])
+    for name in raw.pop("catalog_files", None) or []:
+        catalogue = _read_yaml(path.parent / name) or {}
+        resources += catalogue.get("resources") or []
+    raw["resources"] = resources
     try:
         return ExchangeConfig.model_validate(raw)
     except ValueError as exc:
