@@ -137,6 +137,10 @@ def _parse(schema_text: str) -> ParsedSchema:
     except Exception as exc:  # pragma: no cover - to_json of a parsed schema should not fail
         raise InvalidSchemaError(f"invalid Avro schema: {_describe(exc)}") from exc
     text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSchemaError("the schema contains invalid Unicode (an unpaired surrogate)") from exc
     return ParsedSchema(text=text, canonical=canonical, avro_schema=parsed)
 
 

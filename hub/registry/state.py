@@ -559,7 +559,8 @@ def parse_version(spec: str | int) -> VersionSpec:
         number = int(text)
     except ValueError:
         number = 0
-    if not text.lstrip("+").isdigit() or not 1 <= number <= MAX_VERSION:
+    digits = text.lstrip("+")
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= number <= MAX_VERSION:
         raise RegistryHTTPError(
             422, INVALID_VERSION,
             f"The specified version '{text[:50]}' is not a valid version id. Allowed values are between "

@@ -49,6 +49,7 @@ V_ID_AS_INT = record({"name": "id", "type": "int"})
         (record({"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A"]}, "default": "B"}),
          "default"),
         ("[" * 50_000, "nested too deeply"),
+        ('{"type": "record", "name": "X", "doc": "\\ud800", "fields": []}', "unpaired surrogate"),
     ],
 )
 def test_invalid_schemas_are_rejected_with_a_reason(text: str, fragment: str) -> None:

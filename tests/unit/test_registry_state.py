@@ -163,7 +163,7 @@ def test_register_rejects_bad_subjects(subject: str) -> None:
         RegistryState().register(subject, V1)
 
 
-@pytest.mark.parametrize("spec", ["0", "-2", "abc", "1.5", str(2**31), "", "+-1"])
+@pytest.mark.parametrize("spec", ["0", "-2", "abc", "1.5", str(2**31), "", "+-1", "\u0663"])
 def test_invalid_versions(spec: str) -> None:
     with raises(422, 42202):
         parse_version(spec)
