@@ -102,13 +102,26 @@ class RegistryService:
             self._consumer.assign([self._tp])
             await self._consumer.seek_to_beginning(self._tp)
             self._tail_task = asyncio.ensure_future(self._tail())
-            await self.sync(timeout=self.start_timeout)
+            await self._load()
         except BaseException:
             await self.stop()
             raise
         self._ready = True
         log.info("schema registry loaded %s: %d subjects, %d schemas", self.topic,
                  len(self._state.subjects), len(self._state.schemas))
+
+    async def _load(self) -> None:
+        """Read the topic to its end, retrying while a just-created topic's metadata propagates."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while True:
+            try:
+                await self.sync(timeout=max(1.0, deadline - loop.time()))
+                return
+            except RegistryHTTPError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def stop(self) -> None:
         """Stop tailing and close the Kafka clients (idempotent)."""
