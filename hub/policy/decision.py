@@ -98,6 +98,7 @@ def quota_day(now: datetime | int) -> date:
 
 
 def _district_code(node: Node) -> str | None:
+    """``310115`` for ``district.310115``; None for nodes of other tiers (they have no own district)."""
     node_id = node.id
     return node_id[9:] if node_id.startswith("district.") else None
 
@@ -169,6 +170,7 @@ def _ok(grant_id: str) -> Decision:
 
 
 def _why(grant: Grant) -> str:
+    """The grant's recorded justification, for the human detail of a state denial."""
     return f" ({grant.reason})" if grant.reason else ""
 
 

@@ -51,6 +51,7 @@ class GrantError(Exception):
     code: str = "grant_error"
 
     def __init__(self, code: str, message: str) -> None:
+        """Carry a bounded machine-readable ``code`` next to the human message."""
         super().__init__(message)
         self.code = code
 
@@ -76,7 +77,8 @@ class InvalidTransition(GrantError):
 
 
 def _now_ms(now: datetime | int) -> int:
-    return to_epoch_ms(now)
+    """Epoch ms from either accepted form of ``now`` (ints pass through untouched)."""
+    return now if type(now) is int else to_epoch_ms(now)
 
 
 def effective_state(grant: Grant, now: datetime | int) -> GrantState:
@@ -184,6 +186,7 @@ def request(
 
 
 def _check_resource(grant: Grant, resource: Resource) -> None:
+    """Refuse a transition judged against the wrong catalogue entry (its provider decides who may act)."""
     if grant.resource != resource.id:
         raise InvalidRequest(
             "resource_mismatch", f"grant {grant.id} is for {grant.resource}, not {resource.id}"
@@ -191,6 +194,7 @@ def _check_resource(grant: Grant, resource: Resource) -> None:
 
 
 def _check_decider(grant: Grant, resource: Resource, actor: str, verb: str) -> None:
+    """Only the resource's provider or the hub operator may approve or deny."""
     if actor not in (resource.provider, HUB_OPERATOR):
         raise NotAuthorised(
             "not_authorised",
@@ -199,6 +203,7 @@ def _check_decider(grant: Grant, resource: Resource, actor: str, verb: str) -> N
 
 
 def _check_from(grant: Grant, now: int, expected: GrantState, verb: str) -> None:
+    """Refuse a transition unless the grant's effective state at ``now`` is the one it starts from."""
     state = effective_state(grant, now)
     if state != expected:
         raise InvalidTransition(

@@ -141,12 +141,14 @@ def _masker(kind: Kind) -> Callable[[Any], str | None]:
     fn = _STRING_MASKS[kind]
 
     def mask(value: Any) -> str | None:
+        """Mask one non-null value."""
         return fn(value) if type(value) is str else None
 
     return mask
 
 
 def _canonical_bytes(value: Any) -> bytes:
+    """Deterministic bytes of any Avro value, so equal values always get the same token."""
     if type(value) is str:
         return value.encode()
     if isinstance(value, bytes | bytearray):
@@ -159,6 +161,7 @@ def _tokeniser(key: bytes) -> Callable[[Any], str]:
     digest = hmac.digest
 
     def tokenise(value: Any) -> str:
+        """Token of one non-null value."""
         return digest(key, _canonical_bytes(value), "sha256").hex()[:TOKEN_HEX_CHARS]
 
     return tokenise
@@ -179,7 +182,8 @@ class MaskPlan:
     """Per-field actions for one resource, clearance, field list and token choice, with precomputed callables.
 
     Build with ``field_plan``. ``key`` is ``plan_key(plan)``; two plans with the same key produce the same
-    record shape (same derived schema), whatever the clearance or token key that led to them.
+    record shape (same derived schema), whatever the clearance or token key that led to them. Plans are
+    equal when they also tokenise with the same key, i.e. when they turn every record into the same output.
     """
 
     resource: str
@@ -213,11 +217,14 @@ class MaskPlan:
         object.__setattr__(self, "transforms", tuple(transforms))
 
     def __eq__(self, other: object) -> bool:
-        """Plans are equal when they shape records the same way (same key) for the same resource."""
-        return isinstance(other, MaskPlan) and (self.resource, self.key) == (other.resource, other.key)
+        """Same resource, same per-field actions and (when tokenising) the same token key."""
+        if not isinstance(other, MaskPlan):
+            return NotImplemented
+        mine = (self.resource, self.key, self.token_key if self.tokenised else None)
+        return mine == (other.resource, other.key, other.token_key if other.tokenised else None)
 
     def __hash__(self) -> int:
-        """Hash consistent with ``__eq__``."""
+        """Hash consistent with ``__eq__`` (the secret key is not part of it)."""
         return hash((self.resource, self.key))
 
     def action(self, name: str) -> Action:
@@ -317,10 +324,12 @@ _NAMED = ("record", "error", "enum", "fixed")
 
 
 def _fullname(name: str, namespace: str | None) -> str:
+    """Avro full name of ``name`` in ``namespace`` (a dotted name is already full)."""
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def _space_of(fullname: str) -> str | None:
+    """The namespace part of a full name, which nested short names resolve against."""
     return fullname.rsplit(".", 1)[0] if "." in fullname else None
 
 

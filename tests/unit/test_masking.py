@@ -200,6 +200,7 @@ def test_tokenisation_is_keyed_stable_and_not_reversible() -> None:
     assert len(token) == 32 and all(c in "0123456789abcdef" for c in token) and rid not in token
     assert plan.action("resident_id") is Action.TOKENISE
     assert plan_key(plan) == plan_key(other)  # same shape; the key is a secret and not part of it
+    assert plan != other and plan == field_plan(res, "L2", None, tokenise=True, token_key=KEY)
 
 
 def test_tokenising_non_strings_gives_a_string_token() -> None:
