@@ -45,9 +45,11 @@ class _QuietServer(uvicorn.Server):
 class ApiService(mode.Service):
     """The registry + control plane HTTP service, started and stopped with the worker."""
 
-    def __init__(self, settings: Settings, metrics_registry: CollectorRegistry, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, metrics_registry: CollectorRegistry,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.bootstrap = bootstrap
         self.metrics_registry = metrics_registry
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -57,7 +59,7 @@ class ApiService(mode.Service):
         from hub.api.app import create_api
         from hub.registry.service import RegistryService
 
-        self._registry_service = RegistryService(self.settings)
+        self._registry_service = RegistryService(self.settings, bootstrap=self.bootstrap)
         await self._registry_service.start()
         api = create_api(self._registry_service, self.metrics_registry)
         config = uvicorn.Config(
@@ -126,7 +128,7 @@ def run_worker(
     exchange = ExchangeWorker(settings, config, metrics, bootstrap)
     services: list[mode.ServiceT] = []
     if with_api:
-        services.append(ApiService(settings, metrics_registry))
+        services.append(ApiService(settings, bootstrap, metrics_registry))
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
 

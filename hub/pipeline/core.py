@@ -69,8 +69,10 @@ class BatchResult:
 
 @dataclass(frozen=True, slots=True)
 class EncodedSchema:
+    """A registered schema the hub writes with: its id and a compiled ``record -> framed bytes`` encoder."""
+
     id: int
-    parsed: Any
+    encode: Callable[[dict[str, Any]], bytes]
 
 
 @dataclass
@@ -223,7 +225,7 @@ def _quarantine(
 ) -> None:
     node = node_of_ingress(rec.topic)
     tier = _safe_tier(node)
-    value = framing.encode(ctx.quarantine_schema.id, ctx.quarantine_schema.parsed, {
+    value = ctx.quarantine_schema.encode({
         "event_id": event_id, "ts": now, "node": node, "topic": rec.topic, "partition": rec.partition,
         "offset": rec.offset, "rule": rej.rule, "reason": str(rej), "resource": rej.resource,
         "original_key": rec.key, "original_value": rec.value,
@@ -250,7 +252,7 @@ def _audit(
     direction: str | None, decision: str, reason: str, khash: str | None,
 ) -> OutRecord:
     audit_id = f"{event_id}/{action}/{counterparty or '-'}"
-    value = framing.encode(ctx.audit_schema.id, ctx.audit_schema.parsed, {
+    value = ctx.audit_schema.encode({
         "event_id": event_id, "audit_id": audit_id, "ts": now, "action": action, "actor": actor,
         "counterparty": counterparty, "resource": resource, "scenario": scenario, "grant": grant,
         "from_tier": from_tier, "to_tier": to_tier, "direction": direction, "decision": decision,

@@ -27,6 +27,8 @@ from hub.pipeline.core import (
     RawRecord,
     process_batch,
 )
+from hub.pipeline.sender import BatchSender
+from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.settings import REPO_ROOT, Settings
 
@@ -84,6 +86,7 @@ class ExchangeWorker:
         self.app = create_app(settings, bootstrap)
         self.registry: RegistryClient | None = None
         self.ctx: ExchangeContext | None = None
+        self.sender: BatchSender | None = None
         self._subject_ids: dict[str, frozenset[int]] = {}
         self._negative: dict[Any, float] = {}
         self.batches = 0
@@ -114,8 +117,8 @@ class ExchangeWorker:
             config=self.config,
             schema_lookup=lambda sid: (s.parsed if (s := registry.cached(sid)) is not None else None),
             subject_ids=self._subject_ids,
-            audit_schema=EncodedSchema(audit.id, audit.parsed),
-            quarantine_schema=EncodedSchema(quarantine.id, quarantine.parsed),
+            audit_schema=EncodedSchema(audit.id, framing.make_encoder(audit.id, audit.schema_str)),
+            quarantine_schema=EncodedSchema(quarantine.id, framing.make_encoder(quarantine.id, quarantine.schema_str)),
         )
 
     async def _wait_for_registry(self, timeout: float = 120.0) -> None:
@@ -157,11 +160,10 @@ class ExchangeWorker:
             self.ctx = await self._prepare()
         await self._resolve_schemas(records)
         result = process_batch(records, self.ctx)
-        producer = self.app.producer
-        futures = [
-            await producer.send(out.topic, out.key, out.value, None, None, out.headers)
-            for out in result.outputs
-        ]
+        if self.sender is None:
+            # the aiokafka producer Faust manages (started and stopped with the app)
+            self.sender = BatchSender(self.app.producer._ensure_producer())
+        futures = await self.sender.send(result.outputs)
         if futures:
             await asyncio.gather(*futures)
         self._count(result.tally, result.latencies_from_ms)
@@ -182,7 +184,8 @@ class ExchangeWorker:
                 unknown.add(sid)
             resource = next((v for k, v in rec.headers if k == H_RESOURCE), None)
             rid = resource.decode(errors="replace") if resource else None
-            if rid in self._subject_ids and sid not in self._subject_ids[rid] and self._negative.get((rid, sid), 0) < now:
+            bound = self._subject_ids.get(rid) if rid else None
+            if bound is not None and sid not in bound and self._negative.get((rid, sid), 0) < now:
                 unbound.add(rid)
                 self._negative[(rid, sid)] = now + NEGATIVE_TTL_S
         for sid in unknown:

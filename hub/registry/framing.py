@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -70,3 +71,24 @@ def parse_schema(schema: str | dict[str, Any]) -> Any:
     if isinstance(schema, str):
         schema = json.loads(schema)
     return fastavro.parse_schema(schema)
+
+
+def make_encoder(schema_id: int, schema: str | dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """A fast ``record -> Confluent-framed bytes`` function for one schema (compiled once; fastavro fallback)."""
+    from hub.registry.fastwrite import UnsupportedSchema, compile_writer
+
+    if isinstance(schema, str):
+        schema = json.loads(schema)
+    prefix = HEADER.pack(MAGIC, schema_id)
+    try:
+        write = compile_writer(schema)
+    except UnsupportedSchema:
+        parsed = parse_schema(schema)
+        return lambda record: encode(schema_id, parsed, record)
+
+    def encode_fast(record: dict[str, Any]) -> bytes:
+        out = bytearray(prefix)
+        write(out, record)
+        return bytes(out)
+
+    return encode_fast

@@ -26,6 +26,8 @@ def schema(rel: str) -> object:
     return framing.parse_schema((REPO_ROOT / rel).read_text())
 
 
+AUDIT_JSON = (REPO_ROOT / "schemas/hub/audit_record.avsc").read_text()
+QUAR_JSON = (REPO_ROOT / "schemas/hub/quarantine_record.avsc").read_text()
 VACC = schema("schemas/health/vaccination_record.avsc")
 AUDIT = schema("schemas/hub/audit_record.avsc")
 QUAR = schema("schemas/hub/quarantine_record.avsc")
@@ -39,8 +41,8 @@ def ctx() -> ExchangeContext:
         config=load_exchange_config(REPO_ROOT / "config" / "seed.yaml"),
         schema_lookup=SCHEMAS.get,
         subject_ids={"municipal.health.vaccination": frozenset({VACC_ID})},
-        audit_schema=EncodedSchema(AUDIT_ID, AUDIT),
-        quarantine_schema=EncodedSchema(QUAR_ID, QUAR),
+        audit_schema=EncodedSchema(AUDIT_ID, framing.make_encoder(AUDIT_ID, AUDIT_JSON)),
+        quarantine_schema=EncodedSchema(QUAR_ID, framing.make_encoder(QUAR_ID, QUAR_JSON)),
         clock_ms=lambda: 1_700_000_000_000,
     )
 

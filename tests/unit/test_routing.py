@@ -47,7 +47,9 @@ def test_lateral_subscriber_and_locality_return() -> None:
     assert by_consumer["municipal.civil-affairs"].direction == "lateral"
     assert by_consumer["municipal.civil-affairs"].grant == "s-municipal.civil-affairs"
     local = by_consumer["district.310115"]
-    assert (local.direction, local.reason, local.kind, local.to_tier) == ("down", "locality-return", "deliver", "district")
+    assert (local.direction, local.reason, local.kind, local.to_tier) == (
+        "down", "locality-return", "deliver", "district"
+    )
 
 
 def test_own_district_scope_only_receives_own_rows() -> None:
