@@ -13,7 +13,8 @@ AUDIT_TOPIC = "hub.audit"
 CATALOG_TOPIC = "hub.catalog"
 GRANTS_TOPIC = "hub.grants"
 SCHEMAS_TOPIC = "_schemas"
-COMPACTED_TOPICS = (SCHEMAS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
+COUNTS_TOPIC = "hub.counts"  # per-partition count snapshots, written by the owner of ingress partition p
+COMPACTED_TOPICS = (SCHEMAS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)  # single-partition control state
 
 
 def node_topics(node_id: str) -> list[str]:
@@ -25,7 +26,7 @@ def node_topics(node_id: str) -> list[str]:
 
 
 def hub_topics(node_ids: Iterable[str]) -> list[str]:
-    topics = [AUDIT_TOPIC]
+    topics = [AUDIT_TOPIC, COUNTS_TOPIC]
     for node in node_ids:
         if node != "hub":
             topics += node_topics(node)
@@ -36,7 +37,11 @@ async def ensure_topics(
     settings: Settings, bootstrap: str, names: Iterable[str], *, compacted: Iterable[str] = (),
     partitions: int | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+    """Create the topics that do not exist yet; returns the names created.
+
+    ``compacted`` topics are control state with one partition, except ``hub.counts``, which is
+    compacted but partitioned like the ingress topics (one snapshot per partition owner).
+    """
     from hub.broker.kafka_config import kafka_client_kwargs
 
     wanted = list(dict.fromkeys(names))
@@ -53,7 +58,7 @@ async def ensure_topics(
                 name=t,
                 num_partitions=1 if t in compact else (partitions or settings.topic_partitions),
                 replication_factor=settings.topic_replication,
-                topic_configs={"cleanup.policy": "compact"} if t in compact else {},
+                topic_configs=_topic_configs(t, compact),
             )
             for t in missing
         ]
@@ -64,3 +69,9 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
+
+
+def _topic_configs(topic: str, compact: set[str]) -> dict[str, str]:
+    if topic == COUNTS_TOPIC:
+        return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+    return {"cleanup.policy": "compact"} if topic in compact else {}
