@@ -126,7 +126,7 @@ def run_worker(
     metrics_registry = CollectorRegistry()
     metrics = HubMetrics.create(metrics_registry)
     exchange = ExchangeWorker(settings, config, metrics, bootstrap)
-    services: list[mode.ServiceT] = []
+    services: list[mode.ServiceT] = [exchange.closer]
     if with_api:
         services.append(ApiService(settings, bootstrap, metrics_registry))
     if metrics_port:

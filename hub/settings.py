@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     app_id: str = Field("hub", description="Faust app id: the consumer group of the workers")
     batch_max: int = Field(2000, ge=1, description="events taken from a stream per batch")
     batch_within: float = Field(0.02, gt=0, description="seconds to wait filling a batch")
+    consumer_session_timeout: float = Field(
+        10.0, gt=0, description="seconds before a silent worker's partitions move to the others"
+    )
 
     @property
     def broker_dir(self) -> Path:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hub.catalogue.model import ExchangeConfig, Resource, Subscription, tier_of
+from hub.pipeline.dedupe import DedupeWindow
 from hub.registry import framing
 from hub.registry.framing import FramingError
 from hub.routing.core import Delivery, route, subscriptions_by_resource
@@ -62,9 +63,13 @@ class OutRecord:
 
 @dataclass(slots=True)
 class BatchResult:
-    outputs: list[OutRecord] = field(default_factory=list)
+    """What a batch produces: records to send first, then the audit records (per ingress partition)."""
+
+    outputs: list[OutRecord] = field(default_factory=list)  # feeds and quarantine
+    audits: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (partition, unsealed AuditRecord)
     tally: Tally = field(default_factory=Counter)
     latencies_from_ms: list[int] = field(default_factory=list)  # ingress timestamps of delivered records
+    duplicates: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +90,18 @@ class ExchangeContext:
     audit_schema: EncodedSchema
     quarantine_schema: EncodedSchema
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+    dedupe: Callable[[int], DedupeWindow] = field(default_factory=lambda: _fresh_windows())
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
         self.subscriptions = subscriptions_by_resource(self.config.subscriptions)
+
+
+def _fresh_windows() -> Callable[[int], DedupeWindow]:
+    windows: dict[int, DedupeWindow] = {}
+    return lambda partition: windows.setdefault(partition, DedupeWindow())
 
 
 class Rejected(Exception):
@@ -172,25 +183,36 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
 
 
 def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchResult:
-    """Decide and encode everything a batch of ingress records produces, in input order."""
+    """Decide and encode everything a batch of ingress records produces, in input order.
+
+    An event already handled (same publishing node and event id, in the partition's dedupe window) is
+    skipped: it was delivered and audited before a crash or rebalance made Kafka deliver it again.
+    """
     result = BatchResult()
     now = ctx.clock_ms()
     for rec in records:
         headers = header_map(rec.headers)
         event_id = event_id_for(rec, headers)
+        window = ctx.dedupe(rec.partition)
+        event_key = (node_of_ingress(rec.topic), event_id)
+        if event_key in window:
+            result.duplicates += 1
+            continue
+        window.add(event_key)
+        source = f"{rec.topic}/{rec.partition}/{rec.offset}"
         try:
             resource, record = decode_and_validate(rec, headers, ctx)
         except Rejected as rej:
-            _quarantine(rec, event_id, rej, now, ctx, result)
+            _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
         deliveries = route(record, resource, ctx.subscriptions.get(resource.id, ()))
-        _deliver(rec, event_id, resource, record, deliveries, now, ctx, result)
+        _deliver(rec, event_id, resource, record, deliveries, now, result, source)
     return result
 
 
 def _deliver(
     rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any],
-    deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult,
+    deliveries: Sequence[Delivery], now: int, result: BatchResult, source: str,
 ) -> None:
     provider = resource.provider
     key = feed_key(rec, record, resource)
@@ -202,8 +224,10 @@ def _deliver(
         (H_INGRESS_TS, str(rec.timestamp_ms).encode()),
     ]
     result.tally[("events", ("publish", resource.tier, resource.tier, "ok"))] += 1
-    result.outputs.append(_audit(ctx, now, event_id, "publish", provider, None, resource.id, None, None,
-                                 resource.tier, resource.tier, None, "allow", "accepted", khash))
+    audits = result.audits
+    p = rec.partition
+    audits.append((p, _audit(now, event_id, "publish", provider, None, resource.id, None, None,
+                             resource.tier, resource.tier, None, "allow", "accepted", khash, source)))
     assert rec.value is not None  # decode succeeded
     for d in deliveries:
         lineage = json.dumps([provider, "hub", d.consumer]).encode()
@@ -213,15 +237,15 @@ def _deliver(
             (H_LINEAGE, lineage),
         ]
         result.outputs.append(OutRecord(f"feed.{d.consumer}", key, rec.value, headers))
-        result.outputs.append(_audit(ctx, now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
-                                     d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash))
+        audits.append((p, _audit(now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
+                                 d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash, source)))
         result.tally[("events", (d.kind, resource.tier, d.to_tier, "ok"))] += 1
         result.tally[("records_delivered", (d.direction,))] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
 
 
 def _quarantine(
-    rec: RawRecord, event_id: str, rej: Rejected, now: int, ctx: ExchangeContext, result: BatchResult
+    rec: RawRecord, event_id: str, rej: Rejected, now: int, ctx: ExchangeContext, result: BatchResult, source: str
 ) -> None:
     node = node_of_ingress(rec.topic)
     tier = _safe_tier(node)
@@ -233,8 +257,8 @@ def _quarantine(
     })
     headers = [(H_EVENT_ID, event_id.encode()), (H_RULE, rej.rule.encode())]
     result.outputs.append(OutRecord(f"quarantine.{node}", rec.key, value, headers))
-    result.outputs.append(_audit(ctx, now, event_id, "quarantine", node, None, rej.resource, None, None,
-                                 tier, tier, None, "deny", rej.rule, key_hash(rec.key)))
+    result.audits.append((rec.partition, _audit(now, event_id, "quarantine", node, None, rej.resource, None, None,
+                                                tier, tier, None, "deny", rej.rule, key_hash(rec.key), source)))
     result.tally[("events", ("publish", tier, tier, "quarantined"))] += 1
     result.tally[("quarantined", (rej.rule,))] += 1
 
@@ -247,15 +271,15 @@ def _safe_tier(node: str) -> str:
 
 
 def _audit(
-    ctx: ExchangeContext, now: int, event_id: str, action: str, actor: str, counterparty: str | None,
+    now: int, event_id: str, action: str, actor: str, counterparty: str | None,
     resource: str | None, scenario: str | None, grant: str | None, from_tier: str | None, to_tier: str | None,
-    direction: str | None, decision: str, reason: str, khash: str | None,
-) -> OutRecord:
-    audit_id = f"{event_id}/{action}/{counterparty or '-'}"
-    value = ctx.audit_schema.encode({
-        "event_id": event_id, "audit_id": audit_id, "ts": now, "action": action, "actor": actor,
-        "counterparty": counterparty, "resource": resource, "scenario": scenario, "grant": grant,
-        "from_tier": from_tier, "to_tier": to_tier, "direction": direction, "decision": decision,
-        "reason": reason, "key_hash": khash, "masked_fields": [], "prev_hash": None, "hash": None,
-    })
-    return OutRecord(AUDIT_TOPIC, event_id.encode(), value, [(H_EVENT_ID, event_id.encode())])
+    direction: str | None, decision: str, reason: str, khash: str | None, source: str | None,
+) -> dict[str, Any]:
+    """An unsealed AuditRecord: the shell chains (prev_hash, hash) and encodes it per audit partition."""
+    return {
+        "event_id": event_id, "audit_id": f"{event_id}/{action}/{counterparty or '-'}", "ts": now,
+        "action": action, "actor": actor, "counterparty": counterparty, "resource": resource,
+        "scenario": scenario, "grant": grant, "from_tier": from_tier, "to_tier": to_tier,
+        "direction": direction, "decision": decision, "reason": reason, "key_hash": khash,
+        "masked_fields": [], "prev_hash": None, "hash": None, "source": source,
+    }

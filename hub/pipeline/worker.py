@@ -1,13 +1,24 @@
 """The exchange worker: a thin Faust shell around ``process_batch``.
 
 Faust owns the lifecycle, the consumer group, rebalancing and offset commits; the per-event work happens
-a batch at a time (``stream.take_events``): resolve schemas, decide, encode, send everything, await the
-broker's acks, count, and only then let Faust ack (commit) the batch — at-least-once, nothing lost.
+a batch at a time (``stream.take_events``):
+
+1. resolve the schemas the batch needs (registry, cached), restore the state of newly owned partitions;
+2. ``process_batch`` decides everything (pure), skipping events already audited (dedupe window);
+3. send feeds and quarantine records and await the broker's acks;
+4. seal and send the audit records to ``hub.audit`` partition p (the ingress partition index) and await;
+5. add them to the partition's counts, snapshot the counts to ``hub.counts`` now and then;
+6. only then let Faust ack (commit) the batch.
+
+At-least-once delivery, nothing lost, and exactly one audit record and count per event across crashes,
+restarts and rebalances (see ``partition_state``). Records are produced with an idempotent producer of
+the worker's own, so a partition's audit records are never reordered or duplicated by retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,26 +28,34 @@ from typing import Any
 
 import faust
 import httpx
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.catalogue.model import ExchangeConfig
 from hub.metrics.bundle import HubMetrics
 from hub.pipeline.core import (
+    H_EVENT_ID,
     H_RESOURCE,
     EncodedSchema,
     ExchangeContext,
     RawRecord,
     process_batch,
 )
+from hub.pipeline.partition_state import PartitionState, restore_partition
 from hub.pipeline.sender import BatchSender
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.settings import REPO_ROOT, Settings
+from hub.stats.counts import encode_snapshot
 
 log = logging.getLogger("hub.worker")
 
 AUDIT_SUBJECT = "hub.audit-value"
 QUARANTINE_SUBJECT = "hub.quarantine-value"
 NEGATIVE_TTL_S = 5.0  # how long an unknown schema id is not asked for again
+SNAPSHOT_INTERVAL_S = 1.0  # how often a partition's counts are snapshotted to hub.counts
 
 
 def ingress_topics(config: ExchangeConfig) -> list[str]:
@@ -65,6 +84,8 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.consumer_session_timeout,
+        broker_heartbeat_interval=max(0.5, settings.consumer_session_timeout / 10),
         broker_max_poll_records=settings.batch_max,
         stream_buffer_maxsize=max(4 * settings.batch_max, 16384),
         stream_wait_empty=False,
@@ -87,6 +108,10 @@ class ExchangeWorker:
         self.registry: RegistryClient | None = None
         self.ctx: ExchangeContext | None = None
         self.sender: BatchSender | None = None
+        self.bootstrap = bootstrap
+        self.producer: AIOKafkaProducer | None = None
+        self.state_reader: AIOKafkaConsumer | None = None
+        self.partitions: dict[int, PartitionState] = {}
         self._subject_ids: dict[str, frozenset[int]] = {}
         self._negative: dict[Any, float] = {}
         self.batches = 0
@@ -95,12 +120,25 @@ class ExchangeWorker:
         )
         self.app.agent(topic, name="hub.exchange")(self._agent)
         self.app.timer(5.0)(self._measure_lag)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.closer = _Closer(self)
 
     # ---------- start-up ----------
     async def _prepare(self) -> ExchangeContext:
         """Register the hub's and the catalogue's schemas and learn each resource's schema ids."""
         self.registry = RegistryClient(self.settings.effective_registry_url)
         await self._wait_for_registry()
+        kafka = kafka_client_kwargs(self.settings)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, **kafka,
+        )
+        await self.producer.start()
+        self.sender = BatchSender(self.producer)
+        self.state_reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, **kafka
+        )
+        await self.state_reader.start()
         audit_id = await self.registry.register(AUDIT_SUBJECT, _schema_text("schemas/hub/audit_record.avsc"))
         quarantine_id = await self.registry.register(
             QUARANTINE_SUBJECT, _schema_text("schemas/hub/quarantine_record.avsc")
@@ -159,15 +197,86 @@ class ExchangeWorker:
         if self.ctx is None:
             self.ctx = await self._prepare()
         await self._resolve_schemas(records)
+        for partition in {rec.partition for rec in records} - self.partitions.keys():
+            self.partitions[partition] = await self._restore(partition)
         result = process_batch(records, self.ctx)
-        if self.sender is None:
-            # the aiokafka producer Faust manages (started and stopped with the app)
-            self.sender = BatchSender(self.app.producer._ensure_producer())
-        futures = await self.sender.send(result.outputs)
-        if futures:
-            await asyncio.gather(*futures)
+        assert self.sender is not None
+        await _all(await self.sender.send(result.outputs))
+        await self._write_audit(result.audits)
         self._count(result.tally, result.latencies_from_ms)
         self.batches += 1
+
+    async def _restore(self, partition: int) -> PartitionState:
+        assert self.state_reader is not None and self.registry is not None
+        return await restore_partition(self.state_reader, partition, self.registry)
+
+    async def _write_audit(self, audits: Sequence[tuple[int, dict[str, Any]]]) -> None:
+        """Audit records go to hub.audit partition p after the batch's feeds are acknowledged."""
+        assert self.ctx is not None and self.producer is not None
+        if not audits:
+            return
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for partition, audit in audits:
+            by_partition.setdefault(partition, []).append(audit)
+        encode = self.ctx.audit_schema.encode
+        pending = []
+        for partition, items in by_partition.items():
+            state = self.partitions[partition]
+            batch = self.producer.create_batch()
+            futures = []
+            for audit in items:
+                value = encode(audit)
+                event_id = audit["event_id"].encode()
+                headers = [(H_EVENT_ID, event_id)]
+                while batch.append(key=event_id, value=value, timestamp=None, headers=headers) is None:
+                    futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
+                    batch = self.producer.create_batch()
+            if batch.record_count():
+                futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
+            pending.append((state, items, futures))
+        for state, items, futures in pending:
+            metadata = await asyncio.gather(*futures)
+            state.audit_next_offset = metadata[-1].offset + 1 if metadata else state.audit_next_offset
+            state.counts.add(items)
+        await self._maybe_snapshot([state for state, _, _ in pending])
+
+    async def _maybe_snapshot(self, states: Sequence[PartitionState], *, force: bool = False) -> None:
+        """Write a partition's counts with the audit offset they are exact up to (throttled)."""
+        assert self.producer is not None
+        now = time.monotonic()
+        futures = []
+        for state in states:
+            if not force and now - state.snapshot_at < SNAPSHOT_INTERVAL_S:
+                continue
+            if state.snapshot_offset == state.audit_next_offset:
+                continue
+            value = encode_snapshot(state.audit_next_offset, state.counts, state.chain_head)
+            futures.append(await self.producer.send(
+                COUNTS_TOPIC, value, key=str(state.partition).encode(), partition=state.partition))
+            state.snapshot_offset, state.snapshot_at = state.audit_next_offset, now
+        await _all(futures)
+
+    async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
+        """A partition moving to another worker: snapshot its counts, then forget its state."""
+        lost = {tp.partition for tp in revoked if tp.topic.startswith("ingress.")}
+        states = [self.partitions[p] for p in lost if p in self.partitions]
+        if states and self.producer is not None:
+            try:
+                await self._maybe_snapshot(states, force=True)
+            except Exception as exc:  # the next owner replays from the previous snapshot anyway
+                log.warning("count snapshot on revocation failed: %r", exc)
+        for p in lost:
+            self.partitions.pop(p, None)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self._maybe_snapshot(list(self.partitions.values()), force=True)
+            await self.producer.stop()
+        if self.state_reader is not None:
+            await self.state_reader.stop()
+        if self.registry is not None:
+            await self.registry.aclose()
 
     async def _resolve_schemas(self, records: Sequence[RawRecord]) -> None:
         """Fetch, outside the pure core, any schema id or subject version the batch needs and the cache lacks."""
@@ -227,6 +336,21 @@ class ExchangeWorker:
             self.metrics.consumer_lag.set(lag)
         except Exception as exc:  # lag is advisory: never let it stop the worker
             log.debug("lag measurement failed: %r", exc)
+
+
+class _Closer(mode.Service):
+    """Stops the worker's own producer and readers when the Faust worker stops."""
+
+    def __init__(self, exchange: ExchangeWorker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.exchange = exchange
+
+    async def on_stop(self) -> None:
+        await self.exchange.close()
+
+
+async def _all(futures: Sequence[Any]) -> list[Any]:
+    return list(await asyncio.gather(*futures)) if futures else []
 
 
 def _raw(message: Any) -> RawRecord:

@@ -9,7 +9,6 @@ import pytest
 
 from hub.catalogue.model import load_exchange_config
 from hub.pipeline.core import (
-    AUDIT_TOPIC,
     EncodedSchema,
     ExchangeContext,
     RawRecord,
@@ -76,8 +75,11 @@ def test_good_record_goes_to_subscriber_and_its_district(ctx: ExchangeContext) -
         assert headers["hub-provider"] == b"municipal.health"
         assert json.loads(headers["hub-lineage"])[0] == "municipal.health"
         assert out.key == b"r1"  # keyed by primary key when the publisher sent no key
-    audits = [decode_out(o.value) for o in result.outputs if o.topic == AUDIT_TOPIC]
+    audits = [a for _, a in result.audits]
     assert sorted(a["action"] for a in audits) == ["deliver", "deliver", "publish"]
+    assert {a["source"] for a in audits} == {"ingress.municipal.health/0/5"}
+    for audit in audits:  # every audit record encodes with the hub's AuditRecord schema
+        assert decode_out(ctx.audit_schema.encode(audit))["audit_id"] == audit["audit_id"]
     assert all("张" not in json.dumps(a, ensure_ascii=False, default=str) for a in audits)  # no record data in audit
     assert result.tally[("records_delivered", ("down",))] == 1
     assert result.tally[("records_delivered", ("lateral",))] == 1
@@ -120,6 +122,19 @@ def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, rec
     assert result.tally[("quarantined", (rule,))] == 1
     # the worker carries on: the next good record is delivered
     assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2
+
+
+def test_redelivered_event_is_skipped_but_other_nodes_ids_are_not(ctx: ExchangeContext) -> None:
+    first = process_batch([raw(GOOD, headers=[("hub-resource", b"municipal.health.vaccination"),
+                                              ("hub-event-id", b"e-1")])], ctx)
+    again = process_batch([raw(GOOD, offset=9, headers=[("hub-resource", b"municipal.health.vaccination"),
+                                                        ("hub-event-id", b"e-1")])], ctx)
+    assert len(first.audits) == 3 and first.duplicates == 0
+    assert (again.outputs, again.audits, again.duplicates) == ([], [], 1)
+    # the same id from another node is another event (it is quarantined here: not the provider)
+    other = process_batch([raw(GOOD, topic="ingress.municipal.hrss", headers=[
+        ("hub-resource", b"municipal.health.vaccination"), ("hub-event-id", b"e-1")])], ctx)
+    assert other.duplicates == 0 and other.audits[0][1]["action"] == "quarantine"
 
 
 def test_event_ids_are_stable_and_scoped(ctx: ExchangeContext) -> None:

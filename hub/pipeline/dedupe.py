@@ -1,0 +1,33 @@
+"""A bounded window of recently seen (node, event id) pairs: idempotence by event id, per ingress partition.
+
+The window is state of the partition's owner. It is rebuilt from the partition's audit records when a
+worker takes the partition over, so a redelivered event is recognised even after a crash.
+"""
+
+from __future__ import annotations
+
+DEFAULT_CAPACITY = 500_000
+
+
+class DedupeWindow:
+    """Insertion-ordered set with a capacity: the oldest keys are forgotten first."""
+
+    __slots__ = ("_keys", "capacity")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._keys: dict[tuple[str, str], None] = {}
+        self.capacity = capacity
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: tuple[str, str]) -> None:
+        keys = self._keys
+        if key in keys:
+            return
+        keys[key] = None
+        if len(keys) > self.capacity:
+            del keys[next(iter(keys))]
