@@ -26,3 +26,35 @@ def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
 
         kwargs["ssl_context"] = create_ssl_context()
     return kwargs
+
+
+def confluent_config(settings: Settings, bootstrap: str | None = None) -> dict[str, str]:
+    """The same connection settings for a ``confluent_kafka`` (librdkafka) client: Producer, Consumer, AdminClient.
+
+    ``bootstrap`` adds ``bootstrap.servers``. SCRAM: ``HUB_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT``,
+    ``HUB_KAFKA_SASL_MECHANISM=SCRAM-SHA-256``, ``HUB_KAFKA_USERNAME``, ``HUB_KAFKA_PASSWORD``.
+    """
+    protocol = settings.kafka_security_protocol.upper()
+    conf: dict[str, str] = {"security.protocol": protocol}
+    if bootstrap:
+        conf["bootstrap.servers"] = bootstrap
+    if protocol.startswith("SASL"):
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        if settings.kafka_username is not None:
+            conf["sasl.username"] = settings.kafka_username
+        if settings.kafka_password is not None:
+            conf["sasl.password"] = settings.kafka_password.get_secret_value()
+    if protocol.endswith("SSL"):
+        conf["ssl.ca.location"] = "probe"  # the system CAs, as kafka_client_kwargs does for aiokafka
+    return conf
+
+
+def with_credentials(settings: Settings, username: str, password: str, *, mechanism: str = "SCRAM-SHA-256",
+                     protocol: str = "SASL_PLAINTEXT") -> Settings:
+    """``settings`` with the Kafka principal replaced (e.g. the hub's own ``hub`` user of a secure local broker)."""
+    from pydantic import SecretStr
+
+    return settings.model_copy(update={
+        "kafka_security_protocol": protocol, "kafka_sasl_mechanism": mechanism,
+        "kafka_username": username, "kafka_password": SecretStr(password),
+    })

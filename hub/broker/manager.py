@@ -3,6 +3,12 @@
 ``LocalBroker`` is what ``hub broker start|stop|status``, ``hub up`` and the pytest session fixture use.
 State lives in ``<state_dir>/broker``: ``server.properties``, ``data/``, ``broker.log`` and
 ``broker.json`` (pid, ports, bootstrap) so that ``stop`` ends exactly the process it started.
+
+``start(secure=True)`` formats and runs the broker with SCRAM + ACLs instead (see ``_secure_props``): clients
+must authenticate with SCRAM-SHA-256 on a ``SASL_PLAINTEXT`` listener, the ``StandardAuthorizer`` denies
+whatever no ACL allows, and the hub's own principal ``hub`` (created at format time, password in
+``<broker dir>/hub.password``, mode 0600) is a super user. Whether a state dir is secure is fixed when its
+storage is formatted (``security.json``); a plaintext and a secure broker need separate state dirs and ports.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import base64
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,6 +45,20 @@ class BrokerInfo:
     log_file: str
     kafka_version: str
     started_at: float
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    admin_username: str | None = None
+    admin_password_file: str | None = None
+
+    @property
+    def secure(self) -> bool:
+        return self.security_protocol != "PLAINTEXT"
+
+    def admin_password(self) -> str | None:
+        """The hub principal's SCRAM password (secure brokers only)."""
+        if not self.admin_password_file:
+            return None
+        return Path(self.admin_password_file).read_text().strip()
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -91,6 +112,28 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+ADMIN_USER = "hub"
+"""The hub's privileged Kafka principal on a secure broker (``User:hub``, a super user): workers, API, ``hub acl``."""
+CONTROLLER_USER = "hub-controller"
+"""The broker's own principal on the SASL/PLAIN controller listener (never a node id: it has a dash after ``hub``)."""
+SCRAM_MECHANISM = "SCRAM-SHA-256"
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write a secret file readable by its owner only (0600 from creation, never world-readable in between)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def new_password() -> str:
+    """A random password made of URL-safe characters only (safe inside StorageTool's ``--add-scram`` syntax)."""
+    return secrets.token_urlsafe(24)
+
+
 class LocalBroker:
     """Fetch, format, start, probe and stop one local Kafka broker."""
 
@@ -101,6 +144,9 @@ class LocalBroker:
         self.data_dir = self.dir / "data"
         self.log_file = self.dir / "broker.log"
         self.config_file = self.dir / "server.properties"
+        self.security_file = self.dir / "security.json"
+        self.admin_password_file = self.dir / "hub.password"
+        self.controller_password_file = self.dir / "controller.password"
         self.libs_dir = settings.cache_dir / f"kafka-{settings.kafka_version}" / "libs"
 
     # ---------- jars ----------
@@ -166,16 +212,40 @@ class LocalBroker:
         self.info_file.unlink(missing_ok=True)
         return None
 
+    def formatted_secure(self) -> bool | None:
+        """Whether this state dir's storage was formatted for SCRAM + ACLs; None if it is not formatted yet."""
+        if not (self.data_dir / "meta.properties").exists():
+            return None
+        if not self.security_file.exists():
+            return False
+        try:
+            return bool(json.loads(self.security_file.read_text()).get("secure"))
+        except ValueError:
+            return False
+
     # ---------- start ----------
     def start(self, *, port: int | None = None, controller_port: int | None = None,
-              owned: bool = False) -> tuple[BrokerInfo, bool]:
+              owned: bool = False, secure: bool | None = None) -> tuple[BrokerInfo, bool]:
         """Start the broker and wait until it answers. Returns (info, started_now).
 
         A broker already running from this state dir is reported, not started twice.
         ``owned=True`` ties the broker's life to this process (tests, ``hub up``).
+        ``secure=True`` runs it with SCRAM + ACLs, ``False`` in PLAINTEXT, ``None`` as the state dir was
+        formatted (PLAINTEXT for a new one); asking for the other mode of a formatted dir is an error.
         """
+        formatted = self.formatted_secure()
+        if secure is not None and formatted is not None and secure != formatted:
+            have, want = ("secure", "plaintext") if formatted else ("plaintext", "secure")
+            raise BrokerError(
+                f"{self.dir} holds a {have} broker's storage; a {want} broker needs its own state dir and ports "
+                f"(set HUB_STATE_DIR, HUB_BROKER_PORT and HUB_BROKER_CONTROLLER_PORT)"
+            )
+        secure = bool(formatted) if secure is None else secure
         running = self.status()
         if running is not None:
+            if secure != running.secure:
+                raise BrokerError(f"a {'secure' if running.secure else 'plaintext'} broker already runs from "
+                                  f"{self.dir} (pid {running.pid}); stop it first")
             return running, False
         port = port or self.settings.broker_port
         controller_port = controller_port or self.settings.broker_controller_port
@@ -187,9 +257,9 @@ class LocalBroker:
                 )
         self.ensure_jars()
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._write_config(port, controller_port)
-        if not (self.data_dir / "meta.properties").exists():
-            self._format()
+        self._write_config(port, controller_port, secure=secure)
+        if formatted is None:
+            self._format(secure=secure)
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
             self._java_cmd("kafka.Kafka", str(self.config_file)),
@@ -201,6 +271,7 @@ class LocalBroker:
             pid=proc.pid, port=port, controller_port=controller_port, bootstrap=f"127.0.0.1:{port}",
             data_dir=str(self.data_dir), log_file=str(self.log_file),
             kafka_version=self.settings.kafka_version, started_at=time.time(),
+            **self._security_info(secure),
         )
         self.info_file.write_text(json.dumps(info.to_json(), indent=2))
         try:
@@ -211,7 +282,13 @@ class LocalBroker:
             raise
         return info, True
 
-    def _write_config(self, port: int, controller_port: int) -> None:
+    def _security_info(self, secure: bool) -> dict[str, str | None]:
+        if not secure:
+            return {}
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SCRAM_MECHANISM,
+                "admin_username": ADMIN_USER, "admin_password_file": str(self.admin_password_file)}
+
+    def _write_config(self, port: int, controller_port: int, *, secure: bool = False) -> None:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -233,15 +310,73 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
-        self.config_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        if secure:
+            props.update(self._secure_props(port, controller_port))
+        text = "".join(f"{k}={v}\n" for k, v in props.items())
+        if secure:  # it holds the JAAS passwords
+            write_secret(self.config_file, text.rstrip("\n"))
+        else:
+            self.config_file.write_text(text)
 
-    def _format(self) -> None:
+    def _secret(self, path: Path) -> str:
+        """The password kept in ``path``, generated (0600) the first time."""
+        if path.exists():
+            value = path.read_text().strip()
+            if value:
+                return value
+        value = new_password()
+        write_secret(path, value)
+        return value
+
+    def _secure_props(self, port: int, controller_port: int) -> dict[str, str]:
+        """SCRAM on the client listener, SASL/PLAIN on the controller listener, the StandardAuthorizer.
+
+        * ``CLIENT`` (``SASL_PLAINTEXT``, SCRAM-SHA-256 only): every client, the hub's included, authenticates;
+          there is no unauthenticated (``ANONYMOUS``) access to it.
+        * Inter-broker traffic uses ``CLIENT`` too, as ``User:hub``. A separate PLAINTEXT internal listener would
+          have been simpler, but its ``ANONYMOUS`` principal must then be a super user, and any local process
+          could connect to it and bypass every ACL.
+        * ``CONTROLLER`` is ``SASL_PLAINTEXT`` with PLAIN and one static user (``hub-controller``, defined in the
+          listener's JAAS config): KRaft cannot use SCRAM for controller connections (the credentials live in
+          the metadata log the controller serves), and a PLAINTEXT controller listener would again need
+          ``User:ANONYMOUS`` as a super user, reachable by any local admin client (``--bootstrap-controller``).
+          So ``super.users`` is just the hub and the controller principal.
+        """
+        hub_pw = self._secret(self.admin_password_file)
+        ctl_pw = self._secret(self.controller_password_file)
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return {
+            "listeners": f"CLIENT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"CLIENT://127.0.0.1:{port}",
+            "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "inter.broker.listener.name": "CLIENT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            "listener.name.client.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "listener.name.client.scram-sha-256.sasl.jaas.config":
+                f'{scram} required username="{ADMIN_USER}" password="{hub_pw}";',
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config":
+                f'{plain} required username="{CONTROLLER_USER}" password="{ctl_pw}" '
+                f'user_{CONTROLLER_USER}="{ctl_pw}";',
+            "authorizer.class.name": STANDARD_AUTHORIZER,
+            "super.users": f"User:{ADMIN_USER};User:{CONTROLLER_USER}",
+            "allow.everyone.if.no.acl.found": "false",
+        }
+
+    def _format(self, *, secure: bool = False) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run(
-            self._java_cmd("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(self.config_file), "--standalone", "--ignore-formatted"),
-            capture_output=True, text=True,
-        )
+        args = ["format", "-t", cluster_id, "-c", str(self.config_file), "--standalone", "--ignore-formatted"]
+        if secure:
+            hub_pw = self._secret(self.admin_password_file)
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={hub_pw}]"]
+            # Recorded first: the mode only counts once meta.properties exists (formatted_secure).
+            self.security_file.write_text(json.dumps({"secure": True, **self._security_info(True)}, indent=2))
+        else:
+            self.security_file.unlink(missing_ok=True)
+        proc = subprocess.run(self._java_cmd("kafka.tools.StorageTool", *args), capture_output=True, text=True)
         if proc.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
 

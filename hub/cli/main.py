@@ -11,11 +11,13 @@ import typer
 from rich.console import Console
 
 from hub.broker.manager import BrokerError, LocalBroker
+from hub.cli.acl import acl_app
 from hub.settings import Settings
 
 app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
 broker_app = typer.Typer(help="The hub's local Apache Kafka broker (KRaft, single node).", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+app.add_typer(acl_app, name="acl")
 
 console = Console()
 err = Console(stderr=True)
@@ -38,12 +40,16 @@ def fail(message: str, code: int = 1) -> None:
 
 # ---------------- broker ----------------
 @broker_app.command("start")
-def broker_start(as_json: JsonOpt = False) -> None:
+def broker_start(
+    as_json: JsonOpt = False,
+    secure: Annotated[bool, typer.Option(
+        "--secure", help="SCRAM-SHA-256 (SASL_PLAINTEXT) + ACLs; needs its own HUB_STATE_DIR and ports")] = False,
+) -> None:
     """Fetch Kafka (first time), format storage and start the broker; a no-op if it already runs."""
     broker = LocalBroker(Settings())
     try:
         with console.status("starting the Kafka broker (the first run downloads its jars)..."):
-            info, started = broker.start()
+            info, started = broker.start(secure=True if secure else None)
     except BrokerError as exc:
         fail(str(exc))
         return
@@ -53,6 +59,9 @@ def broker_start(as_json: JsonOpt = False) -> None:
         console.print(f"Kafka {info.kafka_version} broker started: [bold]{info.bootstrap}[/] (pid {info.pid})")
     else:
         console.print(f"Kafka broker already running: [bold]{info.bootstrap}[/] (pid {info.pid})")
+    if info.secure and not as_json:
+        console.print(f"  {info.security_protocol} {info.sasl_mechanism}, ACLs enforced; hub principal "
+                      f"[bold]{info.admin_username}[/], password in {info.admin_password_file}")
 
 
 @broker_app.command("fetch")
@@ -83,6 +92,9 @@ def broker_status(as_json: JsonOpt = False) -> None:
         print(json.dumps({"running": info is not None, **(info.to_json() if info else {})}))
     elif info:
         console.print(f"running: [bold]{info.bootstrap}[/] (pid {info.pid}, Kafka {info.kafka_version})")
+        if info.secure:
+            console.print(f"  {info.security_protocol} {info.sasl_mechanism}, ACLs enforced; hub principal "
+                          f"[bold]{info.admin_username}[/], password in {info.admin_password_file}")
     else:
         console.print("not running")
     if info is None:
