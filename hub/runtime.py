@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from hub.broker.topics import COMPACTED_TOPICS, ensure_topics, hub_topics
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
-from hub.metrics.bundle import HubMetrics
+from hub.metrics.bundle import TIERS, HubMetrics
 from hub.settings import Settings
 
 log = logging.getLogger("hub")
@@ -43,25 +43,49 @@ class _QuietServer(uvicorn.Server):
 
 
 class ApiService(mode.Service):
-    """The registry + control plane HTTP service, started and stopped with the worker."""
+    """The registry + control plane HTTP service, started and stopped with the worker.
+
+    On start: the registry loads ``_schemas``; the control plane registers its schemas and loads its topics;
+    the seed (``settings.seed_config``) is imported idempotently; then the HTTP API listens. While it runs,
+    ``hub_catalog_resources{tier}`` follows the catalogue.
+    """
 
     def __init__(self, settings: Settings, bootstrap: str, metrics_registry: CollectorRegistry,
-                 **kwargs: Any) -> None:
+                 metrics: HubMetrics | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.bootstrap = bootstrap
         self.metrics_registry = metrics_registry
+        self.metrics = metrics
         self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
         self._registry_service: Any = None
+        self._control: Any = None
+        self._registry_client: Any = None
 
     async def on_start(self) -> None:
         from hub.api.app import create_api
+        from hub.control.schemas import ClientSchemas, LocalSchemas, SchemaSource
+        from hub.control.seed import apply_seed, load_seed, register_hub_schemas
+        from hub.control.service import ControlService
+        from hub.registry.client import RegistryClient
         from hub.registry.service import RegistryService
 
         self._registry_service = RegistryService(self.settings, bootstrap=self.bootstrap)
         await self._registry_service.start()
-        api = create_api(self._registry_service, self.metrics_registry)
+        operator_token = ensure_operator_token(self.settings).read_text(encoding="utf-8").strip()
+        schemas: SchemaSource = LocalSchemas(self._registry_service)
+        if self.settings.registry_url:  # an external registry holds the schemas (the hub's own serves too)
+            self._registry_client = RegistryClient(self.settings.registry_url, token=operator_token)
+            schemas = ClientSchemas(self._registry_client)
+        self._control = ControlService(self.settings, schemas, bootstrap=self.bootstrap)
+        await self._control.start()
+        await register_hub_schemas(schemas)
+        await apply_seed(self._control, load_seed(self.settings.seed_config))
+        self._watch = asyncio.ensure_future(self._watch_catalogue())
+        api = create_api(self._registry_service, self.metrics_registry, control=self._control,
+                         operator_token=operator_token)
         config = uvicorn.Config(
             api, host=self.settings.api_host, port=self.settings.api_port, log_level="warning",
             access_log=False, lifespan="off",
@@ -74,11 +98,42 @@ class ApiService(mode.Service):
                 raise RuntimeError(f"the HTTP API could not listen on {self.settings.api_url}")
             await asyncio.sleep(0.05)
 
+    def _catalogue_gauge(self) -> Any:
+        """``hub_catalog_resources``: from the HubMetrics bundle if given, else from the injected registry."""
+        if self.metrics is not None:
+            return self.metrics.catalog_resources
+        collectors = getattr(self.metrics_registry, "_names_to_collectors", {})
+        return collectors.get("hub_catalog_resources")
+
+    async def _watch_catalogue(self) -> None:
+        """Keep ``hub_catalog_resources{tier}`` equal to the current catalogue, after every control change."""
+        gauge = self._catalogue_gauge()
+        if gauge is None:
+            log.warning("no hub_catalog_resources gauge in the metrics registry: the catalogue is not counted")
+            return
+        seen = -1
+        while True:
+            version = self._control.version
+            if version != seen:
+                counts = self._control.state.catalogue_counts()
+                for tier in TIERS:
+                    gauge.labels(tier).set(counts.by_tier.get(tier, 0))
+                seen = version
+            await self._control.wait_for(seen + 1)
+
     async def on_stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, timeout=10)
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        if self._control is not None:
+            await self._control.stop()
+        if self._registry_client is not None:
+            await self._registry_client.aclose()
         if self._registry_service is not None:
             await self._registry_service.stop()
 

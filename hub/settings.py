@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         None, description="Confluent-compatible registry the workers use; unset means the hub's own API"
     )
     worker_metrics_port: int = Field(0, description="Prometheus port of a standalone worker; 0 = none")
+    token: SecretStr | None = Field(
+        None, description="this node's API token (`hub catalog`/`node`/`scenario`, registry writes of a standalone "
+        "worker); unset: the operator token file, when readable",
+    )
 
     # --- exchange ---
     seed_config: Path = Field(

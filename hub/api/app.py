@@ -6,27 +6,52 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from hub.registry.routes import install_registry_error_handlers, registry_router
+from hub.api.auth import Authenticator
+from hub.api.errors import install_api_error_handlers
+from hub.api.nodes import nodes_router
+from hub.api.resources import resources_router
+from hub.api.scenarios import scenarios_router
+from hub.api.stats import ExchangeFigures, stats_router
+from hub.control.service import ControlService
+from hub.registry.routes import registry_router
 from hub.registry.service import RegistryService
 
 
-def create_api(registry_service: RegistryService, metrics_registry: CollectorRegistry) -> FastAPI:
-    """Compose the service; the caller owns the registry service's start/stop."""
+def create_api(
+    registry_service: RegistryService, metrics_registry: CollectorRegistry, *,
+    control: ControlService | None = None, operator_token: str | None = None,
+    exchange_figures: ExchangeFigures | None = None,
+) -> FastAPI:
+    """Compose the service; the caller owns the registry and control services' start/stop.
+
+    With ``control`` (and the ``operator_token``) the ``/v1`` control plane is served and registry writes need
+    a token (see ``hub.api.auth``); without it, only the registry, ``/healthz`` and ``/metrics``.
+    """
     app = FastAPI(
         title="Public-data exchange hub",
         version="0.1.0",
-        description="Confluent-compatible schema registry and the hub's control plane.",
+        description="Confluent-compatible schema registry and the hub's control plane. Every /v1 call needs "
+        "'Authorization: Bearer <token>' or HTTP Basic (node id, token).",
         openapi_url="/v1/openapi.json",
         docs_url="/v1/docs",
         redoc_url=None,
     )
-    install_registry_error_handlers(app)
-    app.include_router(registry_router(registry_service))
+    install_api_error_handlers(app)
+    if control is not None:
+        auth = Authenticator(control, operator_token or "")
+        guard = auth.registry_write_guard(registry_service)
+        app.include_router(registry_router(registry_service, authorize_write=guard))
+        app.include_router(nodes_router(control, auth))
+        app.include_router(scenarios_router(control, auth))
+        app.include_router(resources_router(control, auth))
+        app.include_router(stats_router(control, auth, exchange_figures))
+    else:
+        app.include_router(registry_router(registry_service))
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> JSONResponse:
-        """Liveness and readiness: 200 once the registry has loaded its topic."""
-        ready = registry_service.ready
+        """Liveness and readiness: 200 once the registry (and the control plane) have loaded their topics."""
+        ready = registry_service.ready and (control is None or control.ready)
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

@@ -12,9 +12,12 @@ from hub.settings import Settings
 AUDIT_TOPIC = "hub.audit"
 CATALOG_TOPIC = "hub.catalog"
 GRANTS_TOPIC = "hub.grants"
+NODES_TOPIC = "hub.nodes"
+SCENARIOS_TOPIC = "hub.scenarios"
 SCHEMAS_TOPIC = "_schemas"
 COUNTS_TOPIC = "hub.counts"  # per-partition count snapshots, written by the owner of ingress partition p
-COMPACTED_TOPICS = (SCHEMAS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)  # single-partition control state
+# single-partition control state
+COMPACTED_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
 
 
 def node_topics(node_id: str) -> list[str]:

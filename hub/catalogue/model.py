@@ -161,6 +161,7 @@ def load_exchange_config(path: Path) -> ExchangeConfig:
     raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"seed configuration {path} must be a mapping with nodes, resources, subscriptions")
+    raw.pop("scenarios", None)  # the control plane's seed (hub.control.seed), not part of routing
     resources = list(raw.get("resources") or [])
     for name in raw.pop("catalog_files", None) or []:
         catalogue = _read_yaml(path.parent / name) or {}

@@ -12,11 +12,15 @@ from rich.console import Console
 
 from hub.broker.manager import BrokerError, LocalBroker
 from hub.cli.acl import acl_app
+from hub.cli.control import catalog_app, node_app, scenario_app
 from hub.settings import Settings
 
 app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
 broker_app = typer.Typer(help="The hub's local Apache Kafka broker (KRaft, single node).", no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(node_app, name="node")
+app.add_typer(scenario_app, name="scenario")
 app.add_typer(acl_app, name="acl")
 
 console = Console()

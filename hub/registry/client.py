@@ -48,13 +48,21 @@ class RegistryClient:
     """Async Confluent Schema Registry client (httpx) with the caches the hot path needs."""
 
     def __init__(
-        self, url: str, *, auth: tuple[str, str] | None = None, timeout: float = 10, retries: int = 2,
+        self, url: str, *, auth: tuple[str, str] | None = None, token: str | None = None, timeout: float = 10,
+        retries: int = 2,
     ) -> None:
+        """``auth`` (user, password) sends HTTP Basic, as Confluent clients' ``basic.auth.user.info`` does;
+        ``token`` sends ``Authorization: Bearer <token>``. The hub's registry needs either for writes
+        (node id + node token, or the operator token); reads are open."""
+        if auth and token:
+            raise ValueError("give auth (HTTP Basic) or token (Bearer), not both")
         self.url = url.rstrip("/")
         self.retries = retries
+        headers = {"Accept": f"{MEDIA_TYPE}, application/vnd.schemaregistry+json, application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
-            base_url=self.url, auth=httpx.BasicAuth(*auth) if auth else None, timeout=timeout,
-            headers={"Accept": f"{MEDIA_TYPE}, application/vnd.schemaregistry+json, application/json"},
+            base_url=self.url, auth=httpx.BasicAuth(*auth) if auth else None, timeout=timeout, headers=headers,
         )
         self._by_id: dict[int, RegisteredSchema] = {}
         self._subject_ids: dict[str, frozenset[int]] = {}

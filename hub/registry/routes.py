@@ -505,6 +505,17 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": message}, status_code=500)
 
 
+def is_registry_request(request: Request) -> bool:
+    """Whether a request is for the registry (answered with Confluent error bodies)."""
+    return _is_registry_request(request)
+
+
+# The registry's answers to framework exceptions, for an app that installs handlers of its own for other paths.
+REGISTRY_HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+    StarletteHTTPException: _http_error, RequestValidationError: _validation_error, Exception: _unexpected,
+}
+
+
 def install_registry_error_handlers(app: FastAPI) -> None:
     """Make registry errors Confluent bodies (``{"error_code", "message"}``) with their 4xx status.
 

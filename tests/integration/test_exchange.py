@@ -168,7 +168,10 @@ async def test_confluent_avro_serializer_record_is_accepted(hub: HubProcess) -> 
     from confluent_kafka.schema_registry.avro import AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
-    registry = SchemaRegistryClient({"url": hub.api})
+    # the serializer registers under ingress.municipal.health-value (topic name strategy): a registry write, so it
+    # authenticates, here as the operator (a provider would send its node id and token)
+    token = (hub.state_dir / "operator.token").read_text().strip()
+    registry = SchemaRegistryClient({"url": hub.api, "basic.auth.user.info": f"hub:{token}"})
     serializer = AvroSerializer(registry, json.dumps(SCHEMA))
     record = record_generator(SCHEMA)(random.Random(3))
     record["district"] = "310112"

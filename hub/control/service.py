@@ -1,0 +1,196 @@
+"""``ControlService``: the control plane's writer (the API's): a :class:`ControlView` that can also change it.
+
+Every change is a pure operation (:mod:`hub.control.operations`) run against the state caught up with the
+control topics, written with ``acks=all`` and returned only once read back and applied, so the next
+request sees it. Writes in this process are serialised; if another API instance changed the same key at
+the same time, the loser gets a 409 and can retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, ensure_topics, node_topics
+from hub.control import operations as ops
+from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subject_of
+from hub.control.errors import Conflict
+from hub.control.state import CONTROL_TOPICS, CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
+from hub.control.tokens import IssuedToken, issue
+from hub.control.topicstore import StoreUnavailable
+from hub.control.view import ControlView
+from hub.policy.model import Grant
+
+log = logging.getLogger("hub.control")
+
+T = TypeVar("T")
+Change = tuple[str, Entity]
+Operation = Callable[[ControlState], tuple[T, Sequence[Change]]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _stored(state: ControlState, topic: str, key: str) -> Any:
+    if topic == NODES_TOPIC:
+        return state.nodes.get(key)
+    if topic == SCENARIOS_TOPIC:
+        return state.scenarios.get(key)
+    if topic == CATALOG_TOPIC:
+        parsed = parse_version_key(key)
+        return state.catalog.get(parsed[0], {}).get(parsed[1]) if parsed else None
+    return state.grants.get(key)
+
+
+class ControlService(ControlView):
+    """Reads and writes the control topics; the operations below are what ``/v1`` calls."""
+
+    read_only = False
+
+    async def start(self) -> None:
+        """Register the control topics' value schemas, then load the topics (see ControlView.start)."""
+        ids = {topic: await self.schemas.register(subject_of(topic), schema_text(topic)) for topic in CONTROL_TOPICS}
+        self.encoder = ControlEncoder(ids)
+        await super().start()
+
+    # ------------------------------------------------------------ the write path
+
+    async def run(self, operation: Operation[T]) -> T:
+        """Run a pure operation on the caught-up state, write its changes, return once they are applied."""
+        written: list[Change] = []
+
+        def attempt() -> tuple[T, list[Any]]:
+            result, changes = operation(self.state)
+            written[:] = list(changes)
+            return result, [self.encoder.record(topic, entity) for topic, entity in changes]
+
+        def verify(_: T) -> None:
+            for topic, entity in written:
+                if _stored(self.state, topic, key_of(topic, entity)) != entity:
+                    raise Conflict(
+                        "concurrent_change",
+                        f"{topic} {key_of(topic, entity)} was changed by another writer at the same time; retry",
+                    )
+            return None
+
+        return await self.store.write(attempt, verify)
+
+    async def describe_subjects(self, subjects: Iterable[str | None]) -> ops.SchemaLookup:
+        """A synchronous subject lookup for the operation, filled before it runs (describe may do I/O)."""
+        known: dict[str, ops.SchemaInfo | None] = {}
+        for subject in subjects:
+            if subject and subject not in known:
+                known[subject] = await self.schemas.describe(subject)
+        return lambda subject: known.get(subject)
+
+    # ------------------------------------------------------------ nodes
+
+    async def register_node(self, spec: ops.NodeSpec, actor: str) -> tuple[NodeEntry, IssuedToken]:
+        """Register a node; the token is returned here only (its hash is stored). Creates the node's topics."""
+        token = issue()
+        entry = await self.run(lambda s: _one(NODES_TOPIC, ops.register_node(s, spec, actor, now_ms(), token)))
+        try:
+            await ensure_topics(self.settings, self.store.bootstrap, node_topics(entry.id))
+        except Exception as exc:  # the node exists; `hub up` / the worker create missing topics too
+            log.warning("could not create the topics of %s yet: %s", entry.id, exc)
+        return entry, token
+
+    async def rotate_token(self, node_id: str, actor: str) -> tuple[NodeEntry, IssuedToken]:
+        token = issue()
+        entry = await self.run(lambda s: _one(NODES_TOPIC, ops.rotate_token(s, node_id, actor, now_ms(), token)))
+        return entry, token
+
+    async def update_node(self, node_id: str, patch: ops.NodePatch, actor: str) -> NodeEntry:
+        return await self.run(
+            lambda s: _maybe(NODES_TOPIC, ops.update_node(s, node_id, patch, actor, now_ms()), s.nodes.get(node_id))
+        )
+
+    async def remove_node(self, node_id: str, actor: str) -> NodeEntry:
+        return await self.run(lambda s: _one(NODES_TOPIC, ops.remove_node(s, node_id, actor, now_ms())))
+
+    # ------------------------------------------------------------ scenarios
+
+    async def create_scenario(self, spec: ops.ScenarioSpec, actor: str) -> ScenarioEntry:
+        return await self.run(lambda s: _one(SCENARIOS_TOPIC, ops.create_scenario(s, spec, actor, now_ms())))
+
+    async def update_scenario(self, scenario_id: str, patch: ops.ScenarioPatch, actor: str) -> ScenarioEntry:
+        return await self.run(lambda s: _maybe(
+            SCENARIOS_TOPIC, ops.update_scenario(s, scenario_id, patch, actor, now_ms()), s.scenarios.get(scenario_id)
+        ))
+
+    # ------------------------------------------------------------ catalogue
+
+    async def create_resource(self, spec: ops.ResourceSpec, actor: str) -> CatalogEntry:
+        lookup = await self.describe_subjects([spec.subject or f"{spec.id}-value"])
+        return await self.run(lambda s: _one(CATALOG_TOPIC, ops.create_resource(s, spec, actor, now_ms(), lookup)))
+
+    async def update_resource(self, resource_id: str, spec: ops.ResourceSpec, actor: str) -> tuple[CatalogEntry, bool]:
+        """(the current version, whether it is new): an equal spec changes nothing."""
+        lookup = await self.describe_subjects([spec.subject or f"{spec.id}-value"])
+        return await self.run(lambda s: _changed(
+            CATALOG_TOPIC, ops.update_resource(s, resource_id, spec, actor, now_ms(), lookup), s.entry(resource_id)
+        ))
+
+    async def patch_resource(
+        self, resource_id: str, patch: ops.ResourcePatch, actor: str
+    ) -> tuple[CatalogEntry, bool]:
+        current = self.state.entry(resource_id)
+        lookup = await self.describe_subjects([patch.subject, current.resource.subject if current else None])
+        return await self.run(lambda s: _changed(
+            CATALOG_TOPIC, ops.patch_resource(s, resource_id, patch, actor, now_ms(), lookup), s.entry(resource_id)
+        ))
+
+    async def retire_resource(self, resource_id: str, actor: str) -> CatalogEntry:
+        return await self.run(lambda s: _one(CATALOG_TOPIC, ops.retire_resource(s, resource_id, actor, now_ms())))
+
+    async def import_resources(self, items: Sequence[Any], actor: str) -> list[ops.ImportOutcome]:
+        """Create / update / leave each entry; one write for the whole batch. See ops.import_resources."""
+        subjects: list[str | None] = []
+        for item in items:
+            if isinstance(item, Mapping):
+                subject, rid = item.get("subject"), item.get("id")
+                if isinstance(subject, str):
+                    subjects.append(subject)
+                elif isinstance(rid, str):
+                    subjects.append(f"{rid}-value")
+        lookup = await self.describe_subjects(subjects)
+
+        def operation(state: ControlState) -> tuple[list[ops.ImportOutcome], list[Change]]:
+            outcomes, entries = ops.import_resources(state, items, actor, now_ms(), lookup)
+            return outcomes, [(CATALOG_TOPIC, e) for e in entries]
+
+        return await self.run(operation)
+
+    # ------------------------------------------------------------ grants
+
+    async def put_grants(self, grants: Sequence[Grant]) -> list[Grant]:
+        """Write grant versions as they are (the grant lifecycle in hub.policy.grants decides them)."""
+        return await self.run(lambda s: (list(grants), [(GRANTS_TOPIC, g) for g in grants]))
+
+    async def write_changes(self, changes: Sequence[Change]) -> None:
+        """Write prepared entities as they are (seeding)."""
+        if changes:
+            await self.run(lambda s: (None, list(changes)))
+
+
+def _one(topic: str, entity: Entity) -> tuple[Any, list[Change]]:
+    return entity, [(topic, entity)]
+
+
+def _maybe(topic: str, entity: Entity | None, current: Any) -> tuple[Any, list[Change]]:
+    """The new entity and its write, or the current one and nothing to write."""
+    if entity is None:
+        return current, []
+    return entity, [(topic, entity)]
+
+
+def _changed(topic: str, entity: CatalogEntry | None, current: CatalogEntry | None) -> tuple[Any, list[Change]]:
+    if entity is None:
+        return (current, False), []
+    return (entity, True), [(topic, entity)]
+
+
+__all__ = ["ControlService", "StoreUnavailable", "now_ms"]
