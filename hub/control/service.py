@@ -92,11 +92,15 @@ class ControlService(ControlView):
         """Register a node; the token is returned here only (its hash is stored). Creates the node's topics."""
         token = issue()
         entry = await self.run(lambda s: _one(NODES_TOPIC, ops.register_node(s, spec, actor, now_ms(), token)))
-        try:
-            await ensure_topics(self.settings, self.store.bootstrap, node_topics(entry.id))
-        except Exception as exc:  # the node exists; `hub up` / the worker create missing topics too
-            log.warning("could not create the topics of %s yet: %s", entry.id, exc)
+        await self.create_node_topics(entry.id)
         return entry, token
+
+    async def create_node_topics(self, node_id: str) -> None:
+        """Create the node-facing topics of a new node (ingress, feed, call, quarantine, objection)."""
+        try:
+            await ensure_topics(self.settings, self.store.bootstrap, node_topics(node_id))
+        except Exception as exc:  # the node exists; `hub up` / the worker create missing topics too
+            log.warning("could not create the topics of %s yet: %s", node_id, exc)
 
     async def rotate_token(self, node_id: str, actor: str) -> tuple[NodeEntry, IssuedToken]:
         token = issue()
