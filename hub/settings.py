@@ -63,6 +63,21 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds before a silent worker's partitions move to the others"
     )
 
+    # --- audit log (hub.audit.chain) ---
+    audit_hmac_key: SecretStr | None = Field(
+        None, description="operator key: the audit chain's hashes become HMAC-SHA256, so only key holders can "
+        "re-seal records; `hub audit verify` needs the same key. Unset: plain SHA-256 chain",
+    )
+    audit_checkpoint_every: int = Field(1000, ge=1, description="audit records per checkpoint record")
+    audit_checkpoint_seconds: float = Field(
+        60.0, gt=0, description="at most this long between a partition's audit records and their checkpoint"
+    )
+
+    @property
+    def audit_key(self) -> bytes | None:
+        """The audit HMAC key as bytes (UTF-8 of ``HUB_AUDIT_HMAC_KEY``), or None for a plain chain."""
+        return self.audit_hmac_key.get_secret_value().encode() if self.audit_hmac_key else None
+
     @property
     def broker_dir(self) -> Path:
         return self.state_dir / "broker"

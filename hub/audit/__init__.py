@@ -1,0 +1,1 @@
+"""The tamper-evident audit log: the hash chain (``chain``, pure) and its verification shell (``verify``)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import json.encoder
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +63,13 @@ def _json_default(value: Any) -> Any:
 # RFC 8785 (JCS) for the value types an AuditRecord has (strings, integers, arrays of strings): sorted keys,
 # no whitespace, UTF-8, only the escapes JSON requires. Any JCS implementation recomputes the same bytes.
 _ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
+if json.encoder.c_make_encoder is not None:  # the same C encoder, built once rather than per call (~1 µs)
+    _iterencode = json.encoder.c_make_encoder(
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", True, False, False
+    )
+
+    def _ENCODE(value: Any) -> str:  # noqa: N802 - a drop-in for the encoder above
+        return "".join(_iterencode(value, 0))
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:

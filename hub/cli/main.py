@@ -12,6 +12,7 @@ from rich.console import Console
 
 from hub.broker.manager import BrokerError, LocalBroker
 from hub.cli.acl import acl_app
+from hub.cli.audit import audit_app
 from hub.cli.control import catalog_app, node_app, scenario_app
 from hub.settings import Settings
 
@@ -22,6 +23,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(node_app, name="node")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(acl_app, name="acl")
+app.add_typer(audit_app, name="audit")
 
 console = Console()
 err = Console(stderr=True)

@@ -77,6 +77,14 @@ def test_canonical_bytes_are_sorted_compact_utf8_json_without_hash_and_nulls() -
     assert canonical_bytes({k: v for k, v in record.items() if v is not None}) == canonical_bytes(record)
 
 
+@pytest.mark.parametrize("text", ["plain", "张三 \u2028", "quote \" back\\slash", "ctl \n\t\x01\x7f", "\U0001f600"])
+def test_canonical_strings_are_json_escaped_as_rfc_8785_does(text: str) -> None:
+    record = {"reason": text, "seq": 3, "masked_fields": [text]}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_bytes(record) == expected.encode()
+    assert json.loads(canonical_bytes(record)) == record
+
+
 def test_hash_does_not_depend_on_how_the_timestamp_was_decoded() -> None:
     record = audit(1)
     as_datetime = dict(record, ts=datetime.fromtimestamp(record["ts"] / 1000, tz=UTC))
