@@ -491,9 +491,8 @@ def import_resources(
     entries accepted earlier in the same batch. Re-importing the same items changes nothing.
     """
     outcomes: list[ImportOutcome] = []
-    written: dict[str, CatalogEntry] = {}  # the latest version of each entry written so far, for the overlay
+    overlay = _Overlay(state)
     versions: list[CatalogEntry] = []  # every version to write, in order (an id may change twice in a batch)
-    overlay = _Overlay(state, written)
     for index, item in enumerate(items):
         rid = item.get("id") if isinstance(item, Mapping) and isinstance(item.get("id"), str) else None
         try:
@@ -514,7 +513,7 @@ def import_resources(
                 entry = changed
                 outcome = ImportOutcome(index, spec.id, "updated",
                                         f"version {current.version} -> {entry.version}", entry.version)
-            written[entry.id] = entry
+            overlay.add(entry)
             versions.append(entry)
             outcomes.append(outcome)
         except ValidationError as exc:
@@ -525,18 +524,23 @@ def import_resources(
 
 
 class _Overlay(ControlState):
-    """A state seen through entries written earlier in the same import (not yet on the topic)."""
+    """A state seen through entries accepted earlier in the same import (not yet on the topic)."""
 
-    def __init__(self, base: ControlState, written: Mapping[str, CatalogEntry]) -> None:
-        super().__init__(nodes=base.nodes, scenarios=base.scenarios, catalog=base.catalog, grants=base.grants)
-        self._written = written
+    def __init__(self, base: ControlState) -> None:
+        super().__init__(nodes=base.nodes, scenarios=base.scenarios, catalog=base.catalog, grants=base.grants,
+                         bindings=base.bindings)
+        self._written: dict[str, CatalogEntry] = {}
+        self._subjects: dict[str, set[str]] = {}
+
+    def add(self, entry: CatalogEntry) -> None:
+        self._written[entry.id] = entry
+        self._subjects.setdefault(entry.resource.subject, set()).add(entry.resource.provider)
 
     def entry(self, resource_id: str) -> CatalogEntry | None:
         return self._written.get(resource_id) or super().entry(resource_id)
 
     def subject_owners(self, subject: str) -> set[str]:
-        owners = super().subject_owners(subject)
-        return owners | {e.resource.provider for e in self._written.values() if e.resource.subject == subject}
+        return super().subject_owners(subject) | self._subjects.get(subject, set())
 
 
 # ---------------------------------------------------------------- grants from seed subscriptions

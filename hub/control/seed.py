@@ -82,7 +82,8 @@ def seed_changes(
             changes.append((SCENARIOS_TOPIC, ScenarioEntry(scenario=scenario, version=1, updated_by=OPERATOR,
                                                            updated_at=now)))
             scenarios.add(scenario.id)
-    view = ControlState(nodes=nodes, scenarios=state.scenarios, catalog=state.catalog, grants=state.grants)
+    view = ControlState(nodes=nodes, scenarios=state.scenarios, catalog=state.catalog, grants=state.grants,
+                        bindings=state.bindings)
     resources = set(state.catalog)
     for resource in seed.config.resources:
         if resource.id in resources:

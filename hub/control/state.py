@@ -157,6 +157,8 @@ class ControlState:
     scenarios: dict[str, ScenarioEntry] = field(default_factory=dict)
     catalog: dict[str, dict[int, CatalogEntry]] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
+    # subject -> provider -> how many catalogue versions bind it (kept by apply_catalog; O(1) ownership checks)
+    bindings: dict[str, Counter[str]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ applying records
 
@@ -180,14 +182,26 @@ class ControlState:
         if parsed is None:
             return
         rid, version = parsed
-        if entry is None:
-            versions = self.catalog.get(rid)
-            if versions is not None:
-                versions.pop(version, None)
-                if not versions:
-                    del self.catalog[rid]
-        elif entry.id == rid and entry.version == version:
+        if entry is not None and (entry.id != rid or entry.version != version):
+            return
+        versions = self.catalog.get(rid)
+        previous = versions.pop(version, None) if versions is not None else None
+        if previous is not None:
+            self._bind(previous, -1)
+        if entry is not None:
             self.catalog.setdefault(rid, {})[version] = entry
+            self._bind(entry, 1)
+        elif versions is not None and not versions:
+            del self.catalog[rid]
+
+    def _bind(self, entry: CatalogEntry, delta: int) -> None:
+        subject, provider = entry.resource.subject, entry.resource.provider
+        owners = self.bindings.setdefault(subject, Counter())
+        owners[provider] += delta
+        if owners[provider] <= 0:
+            del owners[provider]
+        if not owners:
+            del self.bindings[subject]
 
     def apply_grant(self, key: str, grant: Grant | None) -> None:
         """A ``hub.grants`` record: the grant's latest version, or a tombstone."""
@@ -239,10 +253,7 @@ class ControlState:
 
     def subject_owners(self, subject: str) -> set[str]:
         """Providers of the catalogue entries (any version, retired too) bound to a registry subject."""
-        return {
-            e.resource.provider for versions in self.catalog.values() for e in versions.values()
-            if e.resource.subject == subject
-        }
+        return set(self.bindings.get(subject, ()))
 
     def catalogue_counts(self) -> CatalogueCounts:
         """Current (not retired) entries by tier, provider and sharing type."""

@@ -98,6 +98,20 @@ def test_catalogue_keeps_every_version_and_the_highest_is_current() -> None:
     assert state.subject_owners("municipal.health.vaccination-value") == {"municipal.health"}
 
 
+def test_subject_bindings_follow_versions_overwrites_and_tombstones() -> None:
+    state = populated()
+    subject = "municipal.health.vaccination-value"
+    moved = entry(version=2, subject="municipal.health.v2-value")
+    state.apply(CATALOG_TOPIC, moved.key, moved)
+    assert state.subject_owners(subject) == {"municipal.health"}  # version 1 still binds it
+    assert state.subject_owners("municipal.health.v2-value") == {"municipal.health"}
+    state.apply(CATALOG_TOPIC, "municipal.health.vaccination@1", entry(subject="municipal.health.v2-value"))
+    assert state.subject_owners(subject) == set()  # the same key rewritten: the old binding is gone
+    state.apply(CATALOG_TOPIC, "municipal.health.vaccination@1", None)
+    state.apply(CATALOG_TOPIC, "municipal.health.vaccination@2", None)
+    assert state.subject_owners("municipal.health.v2-value") == set() and not state.catalog and not state.bindings
+
+
 def test_catalogue_counts_by_tier_provider_and_sharing() -> None:
     state = populated()
     other = entry(rid="national.credit", provider="national", sharing="none", legal_basis="law")
