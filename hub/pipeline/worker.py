@@ -88,7 +88,9 @@ def create_app(settings: Settings, bootstrap: str) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.consumer_session_timeout / 10),
         broker_max_poll_records=settings.batch_max,
         stream_buffer_maxsize=max(4 * settings.batch_max, 16384),
-        stream_wait_empty=False,
+        # Rebalances wait until every taken event is processed and acked: the partition's next owner must
+        # see all of this worker's audit records when it restores, or it would audit some events twice.
+        stream_wait_empty=True,
         producer_acks=-1,
         producer_linger_ms=5,
         producer_max_batch_size=256 * 1024,
@@ -157,6 +159,7 @@ class ExchangeWorker:
             subject_ids=self._subject_ids,
             audit_schema=EncodedSchema(audit.id, framing.make_encoder(audit.id, audit.schema_str)),
             quarantine_schema=EncodedSchema(quarantine.id, framing.make_encoder(quarantine.id, quarantine.schema_str)),
+            dedupe=lambda partition: self.partitions[partition].dedupe,  # restored with the partition
         )
 
     async def _wait_for_registry(self, timeout: float = 120.0) -> None:
@@ -224,6 +227,7 @@ class ExchangeWorker:
             state = self.partitions[partition]
             batch = self.producer.create_batch()
             futures = []
+            last_batch_size = 0
             for audit in items:
                 value = encode(audit)
                 event_id = audit["event_id"].encode()
@@ -232,13 +236,15 @@ class ExchangeWorker:
                     futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
                     batch = self.producer.create_batch()
             if batch.record_count():
+                last_batch_size = batch.record_count()
                 futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
-            pending.append((state, items, futures))
-        for state, items, futures in pending:
+            pending.append((state, items, futures, last_batch_size))
+        for state, items, futures, last_batch_size in pending:
             metadata = await asyncio.gather(*futures)
-            state.audit_next_offset = metadata[-1].offset + 1 if metadata else state.audit_next_offset
+            # a batch's metadata carries its base offset: the next offset follows its last record
+            state.audit_next_offset = metadata[-1].offset + last_batch_size
             state.counts.add(items)
-        await self._maybe_snapshot([state for state, _, _ in pending])
+        await self._maybe_snapshot([state for state, _, _, _ in pending])
 
     async def _maybe_snapshot(self, states: Sequence[PartitionState], *, force: bool = False) -> None:
         """Write a partition's counts with the audit offset they are exact up to (throttled)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,6 +72,16 @@ def start_hub(bootstrap: str, state_dir: Path, api_port: int, app_id: str, *args
     raise RuntimeError(f"hub did not become ready:\n{log_file.read_text()[-3000:]}")
 
 
+async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the topics, waiting for their metadata (a fresh consumer's cache may lack it)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        return [TopicPartition(t, p) for t in dict.fromkeys(topics) for p in sorted(await producer.partitions_for(t))]
+    finally:
+        await producer.stop()
+
+
 class TopicReader:
     """Reads topics from the offsets they had when it was created, so tests only see their own records."""
 
@@ -83,9 +93,7 @@ class TopicReader:
     async def start(self, topics: Iterable[str]) -> TopicReader:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         await self.consumer.start()
-        self.partitions = [
-            TopicPartition(t, p) for t in topics for p in (self.consumer.partitions_for_topic(t) or {0})
-        ]
+        self.partitions = await topic_partitions(self.bootstrap, topics)
         self.consumer.assign(self.partitions)
         for tp, offset in (await self.consumer.end_offsets(self.partitions)).items():
             self.consumer.seek(tp, offset)
