@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from hub.api.auth import Authenticator
-from hub.api.errors import install_api_error_handlers
+from hub.api.errors import error_response, install_api_error_handlers
 from hub.api.nodes import nodes_router
 from hub.api.resources import resources_router
 from hub.api.scenarios import scenarios_router
 from hub.api.stats import ExchangeFigures, stats_router
 from hub.control.service import ControlService
-from hub.registry.routes import registry_router
+from hub.registry.routes import is_registry_request, registry_router
 from hub.registry.service import RegistryService
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 def create_api(
@@ -37,6 +41,16 @@ def create_api(
         redoc_url=None,
     )
     install_api_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Refuse an announced /v1 body above MAX_BODY_BYTES before reading it (the registry checks its own)."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES and not is_registry_request(request):
+            return error_response(413, "too_large", f"the request body is larger than {MAX_BODY_BYTES} bytes; "
+                                  "send fewer entries per request")
+        return await call_next(request)
+
     if control is not None:
         auth = Authenticator(control, operator_token or "")
         guard = auth.registry_write_guard(registry_service)

@@ -1,7 +1,8 @@
 """Nodes, catalogue entries (resources) and subscriptions as plain validated data.
 
-The seed configuration file (``config/seed.yaml``) is read into an ``ExchangeConfig``. Later issues
-move catalogue entries and grants into compacted topics; the models stay the same.
+The seed configuration file (``config/seed.yaml``) is read into an ``ExchangeConfig``. The live nodes,
+catalogue and grants are kept by the control plane in compacted topics (``hub.control``), which gives the
+worker the same shapes (``hub.control.state.snapshot``).
 """
 
 from __future__ import annotations

@@ -224,6 +224,8 @@ BAD_INPUTS: list[tuple[str, str, str | None, Any, int, str, str]] = [
     ("GET", "/v1/scenarios/none", "hub", None, 404, "unknown_scenario", ""),
     ("GET", "/v1/nowhere", "hub", None, 404, "not_found", "no such endpoint"),
     ("DELETE", "/v1/stats", "hub", None, 405, "method_not_allowed", "not allowed"),
+    ("POST", "/v1/resources/import", "hub", (b"{" + b" " * (33 * 1024 * 1024) + b"}", "application/json"), 413,
+     "too_large", "larger than"),
 ]
 
 
