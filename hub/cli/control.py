@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hub.control.tokens import process_token
 from hub.settings import REPO_ROOT, Settings
 
 catalog_app = typer.Typer(help="The resource catalogue: list, show, create, update, retire, import.",
@@ -45,18 +46,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def resolve_token(settings: Settings, token: str | None) -> str | None:
-    """--token, else HUB_TOKEN, else the operator token file if this user can read it."""
-    if token:
-        return token.strip()
-    if settings.token is not None:
-        return settings.token.get_secret_value().strip()
-    try:
-        return settings.operator_token_file.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
 
 
 class HubApi:
@@ -92,7 +81,7 @@ class HubApi:
 @contextmanager
 def api_client(api: str | None, token: str | None) -> Iterator[HubApi]:
     settings = Settings()
-    client = HubApi(api or settings.api_url, resolve_token(settings, token))
+    client = HubApi(api or settings.api_url, process_token(settings, token))
     try:
         yield client
     except ApiError as exc:

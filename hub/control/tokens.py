@@ -12,6 +12,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from hub.settings import Settings
+
 SCHEME = "sha256"
 
 
@@ -66,3 +68,17 @@ def verify(token: str, token_hash: str | None) -> bool:
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time equality of two secrets (the operator token against its file)."""
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def process_token(settings: Settings, explicit: str | None = None) -> str | None:
+    """The token this process presents to the API and registry: ``explicit`` (e.g. ``--token``), else
+    ``HUB_TOKEN`` (``settings.token``), else the operator token file when this user can read it (a process
+    on the hub's own machine, e.g. ``hub up``'s worker), else None."""
+    if explicit and explicit.strip():
+        return explicit.strip()
+    if settings.token is not None and settings.token.get_secret_value().strip():
+        return settings.token.get_secret_value().strip()
+    try:
+        return settings.operator_token_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

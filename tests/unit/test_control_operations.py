@@ -348,3 +348,15 @@ def test_the_seed_skips_what_it_cannot_catalogue() -> None:
     assert not any(topic in (CATALOG_TOPIC, GRANTS_TOPIC) for topic, _ in changes)
     assert any("has no live version in the registry" in reason for reason in skipped)
     assert any(reason.startswith("subscription seed-") for reason in skipped)
+
+
+def test_the_process_token_comes_from_the_option_the_setting_or_the_operator_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HUB_TOKEN", raising=False)
+    settings = Settings(state_dir=tmp_path)
+    assert tokens.process_token(settings) is None
+    settings.operator_token_file.write_text("operator\n")
+    assert tokens.process_token(settings) == "operator"
+    assert tokens.process_token(Settings(state_dir=tmp_path, token="node.token")) == "node.token"
+    assert tokens.process_token(Settings(state_dir=tmp_path, token="node.token"), " explicit ") == "explicit"
