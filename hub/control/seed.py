@@ -20,7 +20,7 @@ from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIO
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
 from hub.control import operations as ops
 from hub.control.codec import Entity
-from hub.control.errors import ControlError
+from hub.control.errors import Conflict, ControlError
 from hub.control.schemas import SchemaSource
 from hub.control.service import ControlService, now_ms
 from hub.control.state import OPERATOR, CatalogEntry, ControlState, ScenarioEntry
@@ -130,7 +130,13 @@ async def apply_seed(service: ControlService, seed: Seed) -> SeedReport:
         skipped[:] = reasons  # the latest attempt's (a write may be retried)
         return changes, changes
 
-    written = await service.run(operation)
+    for attempt in range(3):
+        try:
+            written = await service.run(operation)
+            break
+        except Conflict:  # another instance seeded at the same time: what it wrote is there now
+            if attempt == 2:
+                raise
     report.skipped += skipped
     for topic, _ in written:
         report.written[topic] = report.written.get(topic, 0) + 1

@@ -342,3 +342,36 @@ def test_registry_writes_need_a_token_and_bound_subjects_their_provider(client: 
                        headers=as_node(client, "municipal.market")).status_code == 503
     # reads stay open
     assert client.get("/subjects", headers={"Authorization": ""}).status_code == 200
+
+
+async def test_seeding_writes_once_and_survives_a_concurrent_seed() -> None:
+    """apply_seed against the in-memory service: a lost race (409) is retried, a second seed writes nothing."""
+    from hub.control.operations import schema_fields
+    from hub.control.seed import apply_seed, load_seed
+
+    seed = load_seed(Settings().seed_config)
+    files = {r.subject: r.schema_path() for r in seed.config.resources}
+
+    class SeedSchemas(FakeSchemas):
+        async def describe(self, subject: str) -> SchemaInfo | None:
+            path = files.get(subject)
+            return SchemaInfo(subject, 1, 1, schema_fields(json.loads(path.read_text()))) if path else None
+
+    class RacingControl(MemoryControl):
+        lost = False
+
+        async def run(self, operation):  # noqa: ANN001, ANN201
+            if not self.lost:
+                self.lost = True
+                from hub.control.errors import Conflict
+
+                raise Conflict("concurrent_change", "another writer")
+            return await super().run(operation)
+
+    control = RacingControl(Settings(bootstrap="127.0.0.1:1"), SeedSchemas())
+    first = await apply_seed(control, seed)
+    assert control.lost and first.skipped == []
+    assert sum(first.written.values()) == (len(seed.config.nodes) + len(seed.scenarios) + len(seed.config.resources)
+                                           + len(seed.config.subscriptions))
+    second = await apply_seed(control, seed)
+    assert second.written == {} and second.skipped == []
