@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     def operator_token_file(self) -> Path:
         return self.state_dir / "operator.token"
 
+    def client_token(self) -> str | None:
+        """The token this process presents to the hub's API: HUB_TOKEN, else the operator token file."""
+        if self.token is not None:
+            return self.token.get_secret_value().strip() or None
+        try:
+            return self.operator_token_file.read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

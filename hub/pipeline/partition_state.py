@@ -8,7 +8,7 @@ written, so an event with an audit record was delivered. A worker taking p over
 * reads the last count snapshot of p (``hub.counts`` partition p: counts up to an audit offset),
 * reads ``hub.audit`` partition p from that offset (or from ``RESTORE_WINDOW`` records back, whichever
   is earlier) to the end: newer records are added to the counts, every record's (node, event id) goes
-  into the dedupe window, and the last record's hash is where the chain continues.
+  into the dedupe window, and the last record (its seq and hash) is where the hash chain continues.
 
 A redelivered event is then skipped, so audit records and counts hold exactly one entry per event.
 """
@@ -16,11 +16,13 @@ A redelivered event is then skipped, so audit records and counts hold exactly on
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from hub.audit.chain import CHECKPOINT, ChainState, ChainWriter, resume_state
 from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.pipeline.dedupe import DedupeWindow
 from hub.registry import framing
@@ -35,27 +37,38 @@ RESTORE_WINDOW = 300_000  # audit records re-read for dedupe: far more than one 
 @dataclass
 class PartitionState:
     partition: int
+    chain: ChainWriter
     dedupe: DedupeWindow = field(default_factory=DedupeWindow)
     counts: CountTable = field(default_factory=CountTable)
-    chain_head: str | None = None
     audit_next_offset: int = 0  # offset the next audit record of this partition will get
     snapshot_offset: int = -1  # audit offset of the last snapshot written
     snapshot_at: float = 0.0
 
+    @property
+    def chain_head(self) -> str | None:
+        return self.chain.state.head
+
     def absorb(self, audit: dict[str, Any], *, count: bool) -> None:
         """Fold one existing audit record of this partition into the state (restore path)."""
+        if audit["action"] == CHECKPOINT:
+            return
         source = audit.get("source") or ""
         topic = source.split("/", 1)[0]
         node = topic.removeprefix("ingress.") if topic else audit.get("actor", "")
         self.dedupe.add((node, audit["event_id"]))
         if count:
             self.counts.add((audit,))
-        self.chain_head = audit.get("hash") or self.chain_head
 
 
-async def restore_partition(consumer: AIOKafkaConsumer, partition: int, registry: RegistryClient) -> PartitionState:
-    """Rebuild partition p's state from its last count snapshot and the tail of its audit log."""
-    state = PartitionState(partition)
+async def restore_partition(
+    consumer: AIOKafkaConsumer, partition: int, registry: RegistryClient,
+    new_chain: Callable[[ChainState], ChainWriter],
+) -> PartitionState:
+    """Rebuild partition p's state from its last count snapshot and the tail of its audit log.
+
+    The chain continues from the partition's last audit record (``resume_state``), whoever wrote it.
+    """
+    state = PartitionState(partition, new_chain(resume_state(None)))
     counts_tp = TopicPartition(COUNTS_TOPIC, partition)
     audit_tp = TopicPartition(AUDIT_TOPIC, partition)
     consumer.assign([counts_tp, audit_tp])
@@ -65,11 +78,12 @@ async def restore_partition(consumer: AIOKafkaConsumer, partition: int, registry
         consumer.seek(counts_tp, ends[counts_tp] - 1)
         last = await _read_one(consumer, counts_tp)
         if last is not None and last.value:
-            snapshot_offset, state.counts, state.chain_head = decode_snapshot(last.value)
+            snapshot_offset, state.counts, _ = decode_snapshot(last.value)
     audit_end = ends[audit_tp]
-    start = max(0, min(snapshot_offset, audit_end - RESTORE_WINDOW))
+    start = max(0, min(snapshot_offset, audit_end - RESTORE_WINDOW, audit_end - 1))  # always the last record
     consumer.seek(audit_tp, start)
     position = start
+    last: dict[str, Any] | None = None
     while position < audit_end:
         batch = await consumer.getmany(audit_tp, timeout_ms=1000, max_records=10_000)
         msgs = batch.get(audit_tp, [])
@@ -81,7 +95,9 @@ async def restore_partition(consumer: AIOKafkaConsumer, partition: int, registry
         for msg in msgs:
             position = msg.offset + 1
             if msg.value:
-                state.absorb(decode_audit(msg.value, registry), count=msg.offset >= snapshot_offset)
+                last = decode_audit(msg.value, registry)
+                state.absorb(last, count=msg.offset >= snapshot_offset)
+    state.chain = new_chain(resume_state(last))
     state.audit_next_offset = audit_end
     state.snapshot_offset = snapshot_offset
     log.info("partition %d restored: %d audit records re-read, counts from audit offset %d",

@@ -31,6 +31,7 @@ import httpx
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hub.audit.chain import ChainState, ChainWriter
 from hub.broker.kafka_config import kafka_client_kwargs
 from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.catalogue.model import ExchangeConfig
@@ -122,13 +123,15 @@ class ExchangeWorker:
         )
         self.app.agent(topic, name="hub.exchange")(self._agent)
         self.app.timer(5.0)(self._measure_lag)
+        self.app.timer(max(1.0, settings.audit_checkpoint_seconds / 4))(self._checkpoint_idle)
+        self._audit_lock = asyncio.Lock()
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.closer = _Closer(self)
 
     # ---------- start-up ----------
     async def _prepare(self) -> ExchangeContext:
         """Register the hub's and the catalogue's schemas and learn each resource's schema ids."""
-        self.registry = RegistryClient(self.settings.effective_registry_url)
+        self.registry = RegistryClient(self.settings.effective_registry_url, token=self.settings.client_token())
         await self._wait_for_registry()
         kafka = kafka_client_kwargs(self.settings)
         self.producer = AIOKafkaProducer(
@@ -211,40 +214,64 @@ class ExchangeWorker:
 
     async def _restore(self, partition: int) -> PartitionState:
         assert self.state_reader is not None and self.registry is not None
-        return await restore_partition(self.state_reader, partition, self.registry)
+        settings = self.settings
 
-    async def _write_audit(self, audits: Sequence[tuple[int, dict[str, Any]]]) -> None:
-        """Audit records go to hub.audit partition p after the batch's feeds are acknowledged."""
+        def new_chain(state: ChainState) -> ChainWriter:
+            return ChainWriter(partition, state, key=settings.audit_key,
+                               checkpoint_every=settings.audit_checkpoint_every,
+                               checkpoint_seconds=settings.audit_checkpoint_seconds)
+
+        return await restore_partition(self.state_reader, partition, self.registry, new_chain)
+
+    async def _write_audit(self, audits: Sequence[tuple[int, dict[str, Any]]], *, tick: Sequence[int] = ()) -> None:
+        """Seal (hash-chain) and write audit records to hub.audit partition p, after the batch's feeds are acked.
+
+        Partitions in ``tick`` with no records get a checkpoint if one is due.
+        """
         assert self.ctx is not None and self.producer is not None
-        if not audits:
-            return
-        by_partition: dict[int, list[dict[str, Any]]] = {}
+        now_ms = int(time.time() * 1000)
+        by_partition: dict[int, list[dict[str, Any]]] = {p: [] for p in tick}
         for partition, audit in audits:
             by_partition.setdefault(partition, []).append(audit)
         encode = self.ctx.audit_schema.encode
         pending = []
-        for partition, items in by_partition.items():
-            state = self.partitions[partition]
-            batch = self.producer.create_batch()
-            futures = []
-            last_batch_size = 0
-            for audit in items:
-                value = encode(audit)
-                event_id = audit["event_id"].encode()
-                headers = [(H_EVENT_ID, event_id)]
-                while batch.append(key=event_id, value=value, timestamp=None, headers=headers) is None:
-                    futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
-                    batch = self.producer.create_batch()
-            if batch.record_count():
-                last_batch_size = batch.record_count()
-                futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
-            pending.append((state, items, futures, last_batch_size))
+        async with self._audit_lock:  # sealing and enqueueing in one order per partition (the timer seals too)
+            for partition, items in by_partition.items():
+                state = self.partitions[partition]
+                sealed = state.chain.seal_batch(items, now_ms) if items else state.chain.tick(now_ms)
+                if not sealed:
+                    continue
+                futures, last_batch_size = await self._enqueue_audit(partition, sealed, encode)
+                pending.append((state, items, futures, last_batch_size))
         for state, items, futures, last_batch_size in pending:
             metadata = await asyncio.gather(*futures)
             # a batch's metadata carries its base offset: the next offset follows its last record
             state.audit_next_offset = metadata[-1].offset + last_batch_size
             state.counts.add(items)
         await self._maybe_snapshot([state for state, _, _, _ in pending])
+
+    async def _enqueue_audit(
+        self, partition: int, sealed: Sequence[dict[str, Any]], encode: Any
+    ) -> tuple[list[Any], int]:
+        assert self.producer is not None
+        batch = self.producer.create_batch()
+        futures = []
+        for audit in sealed:
+            value = encode(audit)
+            event_id = audit["event_id"].encode()
+            headers = [(H_EVENT_ID, event_id)]
+            while batch.append(key=event_id, value=value, timestamp=None, headers=headers) is None:
+                futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
+                batch = self.producer.create_batch()
+        last_batch_size = batch.record_count()
+        futures.append(await self.producer.send_batch(batch, AUDIT_TOPIC, partition=partition))
+        return futures, last_batch_size
+
+    async def _checkpoint_idle(self) -> None:
+        """Time-based checkpoints for partitions that went quiet (a batch also checks when it seals)."""
+        if self.ctx is None or not self.partitions:
+            return
+        await self._write_audit([], tick=list(self.partitions))
 
     async def _maybe_snapshot(self, states: Sequence[PartitionState], *, force: bool = False) -> None:
         """Write a partition's counts with the audit offset they are exact up to (throttled)."""

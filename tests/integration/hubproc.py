@@ -36,6 +36,11 @@ class HubProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    @property
+    def token(self) -> str:
+        """The operator token `hub up` created in its state dir."""
+        return (self.state_dir / "operator.token").read_text().strip()
+
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         text = httpx.get(f"{self.api}/metrics", timeout=5).text
         out = {}

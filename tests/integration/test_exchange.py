@@ -41,7 +41,7 @@ async def publish(hub: HubProcess, items: list[tuple[bytes | None, list[tuple[st
 
 
 async def schema_id(hub: HubProcess) -> int:
-    client = RegistryClient(hub.api)
+    client = RegistryClient(hub.api, token=hub.token)
     try:
         return await client.register(SUBJECT, json.dumps(SCHEMA))
     finally:
@@ -91,7 +91,7 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
         assert sid_out == sid and framing.decode_body(body, PARSED)["district"] in DISTRICT_CODES
     # exactly one audit record per delivery, and one per publish
     actions: Counter[tuple[str, str | None, str]] = Counter()
-    client = RegistryClient(hub.api)
+    client = RegistryClient(hub.api, token=hub.token)
     try:
         for a in audits:
             aid, body = framing.split(a.value)
@@ -143,7 +143,7 @@ async def test_malformed_records_are_quarantined_and_the_worker_carries_on(hub: 
     finally:
         await reader.stop()
     quarantined = {(header(r, "hub-event-id") or b"").decode(): r for r in got if r.topic.startswith("quarantine")}
-    client = RegistryClient(hub.api)
+    client = RegistryClient(hub.api, token=hub.token)
     try:
         for bad_id, rule in bad_ids.items():
             record = quarantined[bad_id]
@@ -170,8 +170,7 @@ async def test_confluent_avro_serializer_record_is_accepted(hub: HubProcess) -> 
 
     # the serializer registers under ingress.municipal.health-value (topic name strategy): a registry write, so it
     # authenticates, here as the operator (a provider would send its node id and token)
-    token = (hub.state_dir / "operator.token").read_text().strip()
-    registry = SchemaRegistryClient({"url": hub.api, "basic.auth.user.info": f"hub:{token}"})
+    registry = SchemaRegistryClient({"url": hub.api, "basic.auth.user.info": f"hub:{hub.token}"})
     serializer = AvroSerializer(registry, json.dumps(SCHEMA))
     record = record_generator(SCHEMA)(random.Random(3))
     record["district"] = "310112"
