@@ -16,6 +16,8 @@ NODES_TOPIC = "hub.nodes"
 SCENARIOS_TOPIC = "hub.scenarios"
 SCHEMAS_TOPIC = "_schemas"
 COUNTS_TOPIC = "hub.counts"  # per-partition count snapshots, written by the owner of ingress partition p
+RECORDS_TOPIC = "hub.records"  # current record per (resource, primary key): the materialised databases
+PARTITIONED_COMPACTED = (COUNTS_TOPIC, RECORDS_TOPIC)
 # single-partition control state
 COMPACTED_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
 
@@ -29,7 +31,7 @@ def node_topics(node_id: str) -> list[str]:
 
 
 def hub_topics(node_ids: Iterable[str]) -> list[str]:
-    topics = [AUDIT_TOPIC, COUNTS_TOPIC]
+    topics = [AUDIT_TOPIC, COUNTS_TOPIC, RECORDS_TOPIC]
     for node in node_ids:
         if node != "hub":
             topics += node_topics(node)
@@ -43,7 +45,8 @@ async def ensure_topics(
     """Create the topics that do not exist yet; returns the names created.
 
     ``compacted`` topics are control state with one partition, except ``hub.counts``, which is
-    compacted but partitioned like the ingress topics (one snapshot per partition owner).
+    compacted but partitioned like the ingress topics (one snapshot per partition owner), and
+    ``hub.records``, compacted and partitioned by its key (resource and primary key).
     """
     from hub.broker.kafka_config import kafka_client_kwargs
 
@@ -75,6 +78,6 @@ async def ensure_topics(
 
 
 def _topic_configs(topic: str, compact: set[str]) -> dict[str, str]:
-    if topic == COUNTS_TOPIC:
+    if topic in PARTITIONED_COMPACTED:
         return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
     return {"cleanup.policy": "compact"} if topic in compact else {}

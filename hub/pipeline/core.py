@@ -35,6 +35,7 @@ H_INGRESS_TS = "hub-ingress-ts"
 H_RULE = "hub-quarantine-rule"
 
 AUDIT_TOPIC = "hub.audit"
+RECORDS_TOPIC = "hub.records"
 
 # Metric tallies: (metric name, label values) -> count, applied by the shell once the batch is delivered.
 Tally = Counter[tuple[str, tuple[str, ...]]]
@@ -141,11 +142,21 @@ def key_hash(key: bytes | None) -> str | None:
     return hashlib.sha256(key).hexdigest() if key is not None else None
 
 
+def primary_key_value(record: Mapping[str, Any], resource: Resource) -> str:
+    """The record's primary key as one string (fields joined by ``|``)."""
+    return "|".join(str(record.get(f)) for f in resource.primary_key)
+
+
+def store_key(resource_id: str, key_value: str) -> bytes:
+    """Key of a record in ``hub.records``: its partition is where calls for it are answered."""
+    return f"{resource_id}|{key_value}".encode()
+
+
 def feed_key(rec: RawRecord, record: Mapping[str, Any], resource: Resource) -> bytes | None:
     """Keep the publisher's key; without one, key by the primary key so a row's versions stay in order."""
     if rec.key is not None or not resource.primary_key:
         return rec.key
-    return "|".join(str(record.get(f)) for f in resource.primary_key).encode()
+    return primary_key_value(record, resource).encode()
 
 
 def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: ExchangeContext) -> tuple[
@@ -229,6 +240,9 @@ def _deliver(
     audits.append((p, _audit(now, event_id, "publish", provider, None, resource.id, None, None,
                              resource.tier, resource.tier, None, "allow", "accepted", khash, source)))
     assert rec.value is not None  # decode succeeded
+    if resource.primary_key:  # the current version of the row, for calls (共享调用)
+        result.outputs.append(OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)),
+                                        rec.value, base_headers))
     for d in deliveries:
         lineage = json.dumps([provider, "hub", d.consumer]).encode()
         headers = base_headers + [

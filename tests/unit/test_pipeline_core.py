@@ -75,6 +75,8 @@ def test_good_record_goes_to_subscriber_and_its_district(ctx: ExchangeContext) -
         assert headers["hub-provider"] == b"municipal.health"
         assert json.loads(headers["hub-lineage"])[0] == "municipal.health"
         assert out.key == b"r1"  # keyed by primary key when the publisher sent no key
+    [stored] = [o for o in result.outputs if o.topic == "hub.records"]  # the row's current version, for calls
+    assert (stored.key, stored.value) == (b"municipal.health.vaccination|r1", value)
     audits = [a for _, a in result.audits]
     assert sorted(a["action"] for a in audits) == ["deliver", "deliver", "publish"]
     assert {a["source"] for a in audits} == {"ingress.municipal.health/0/5"}
