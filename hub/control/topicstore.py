@@ -135,8 +135,13 @@ class CompactedTopicStore:
     async def start(self) -> None:
         """Create missing topics, load them to the end, then keep tailing them in the background."""
         kwargs = kafka_client_kwargs(self.settings)
-        if not self.read_only:
+        try:
             await self._ensure_topics()
+        except Exception as exc:  # a reader may lack the right to create topics: the writer creates them
+            if not self.read_only:
+                raise
+            log.info("%s: could not check or create %s (%s); reading them anyway", self.name, self.topics, exc)
+        if not self.read_only:
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **kwargs
             )
