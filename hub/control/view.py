@@ -11,6 +11,8 @@ applies them to a :class:`hub.control.state.ControlState`::
     await view.stop()
 
 ``state`` is live (it changes between awaits); ``snapshot()`` is immutable and cached per ``version``.
+Registry reads are open, so the registry client needs no token. ``start()`` waits (up to ``start_timeout``)
+for the registry to answer when there are records to decode, e.g. while ``hub up`` is still starting its API.
 """
 
 from __future__ import annotations
