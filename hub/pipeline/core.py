@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hub.catalogue.model import ExchangeConfig, Resource, Subscription, tier_of
+from hub.catalogue.model import ExchangeConfig, Node, Resource, Subscription, tier_of
 from hub.pipeline.dedupe import DedupeWindow
+from hub.policy.decision import decide
+from hub.policy.masking import MaskPlan, apply_mask
+from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.framing import FramingError
-from hub.routing.core import Delivery, route, subscriptions_by_resource
+from hub.routing.core import Delivery, record_district, route, subscriptions_by_resource
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
@@ -81,9 +84,22 @@ class EncodedSchema:
     encode: Callable[[dict[str, Any]], bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryPlan:
+    """How one consumer receives one resource when its clearance or grant masks fields."""
+
+    plan: MaskPlan
+    encode: Callable[[dict[str, Any]], bytes]  # to the derived (consumer-side) schema, registered
+    masked_fields: tuple[str, ...]
+
+
 @dataclass
 class ExchangeContext:
-    """What the hot path needs to decide, all resolved in advance (no I/O while processing a batch)."""
+    """What the hot path needs to decide, all resolved in advance (no I/O while processing a batch).
+
+    ``grants`` and ``delivery_plans`` come from the live control plane: every delivery is checked
+    against its grant (``hub.policy.decision.decide``) and masked per consumer on every transfer.
+    """
 
     config: ExchangeConfig
     schema_lookup: Callable[[int], Any | None]  # schema id -> fastavro-parsed schema, None if unknown
@@ -92,12 +108,25 @@ class ExchangeContext:
     quarantine_schema: EncodedSchema
     clock_ms: Callable[[], int] = lambda: int(time.time() * 1000)
     dedupe: Callable[[int], DedupeWindow] = field(default_factory=lambda: _fresh_windows())
+    grants: Mapping[str, Grant] = field(default_factory=dict)
+    delivery_plans: Mapping[tuple[str, str], DeliveryPlan] = field(default_factory=dict)  # absent: as published
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
+    nodes: dict[str, Node] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
         self.subscriptions = subscriptions_by_resource(self.config.subscriptions)
+        self.nodes = {n.id: n for n in self.config.nodes}
+
+
+def standing_grants(subscriptions: Sequence[Subscription]) -> dict[str, Grant]:
+    """Active subscribe grants for seed-file subscriptions (a hub running without its control plane)."""
+    return {
+        sub.id: Grant(id=sub.id, consumer=sub.consumer, resource=sub.resource, scenario=sub.scenario,
+                      mode="subscribe", row_scope=sub.row_scope, valid_from=0, state="active", updated_at=0)
+        for sub in subscriptions
+    }
 
 
 def _fresh_windows() -> Callable[[int], DedupeWindow]:
@@ -217,13 +246,13 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
         deliveries = route(record, resource, ctx.subscriptions.get(resource.id, ()))
-        _deliver(rec, event_id, resource, record, deliveries, now, result, source)
+        _deliver(rec, event_id, resource, record, deliveries, now, ctx, result, source)
     return result
 
 
 def _deliver(
     rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any],
-    deliveries: Sequence[Delivery], now: int, result: BatchResult, source: str,
+    deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult, source: str,
 ) -> None:
     provider = resource.provider
     key = feed_key(rec, record, resource)
@@ -243,16 +272,31 @@ def _deliver(
     if resource.primary_key:  # the current version of the row, for calls (共享调用)
         result.outputs.append(OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)),
                                         rec.value, base_headers))
+    district = record_district(record, resource) if deliveries else None
     for d in deliveries:
+        grant = ctx.grants.get(d.grant) if d.grant else None
+        decision = decide(resource, ctx.nodes.get(d.consumer), grant, scenario=d.scenario or "",
+                          mode="subscribe", now=now, record_district=district)
+        if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
+            audits.append((p, _audit(now, event_id, "deny", provider, d.consumer, resource.id, d.scenario,
+                                     d.grant, resource.tier, d.to_tier, d.direction, "deny", str(decision.reason),
+                                     khash, source)))
+            result.tally[("events", (d.kind, resource.tier, d.to_tier, "denied"))] += 1
+            continue
+        plan = ctx.delivery_plans.get((resource.id, d.consumer))
+        value = rec.value if plan is None else plan.encode(apply_mask(record, plan.plan))
         lineage = json.dumps([provider, "hub", d.consumer]).encode()
         headers = base_headers + [
             (H_GRANT, (d.grant or "").encode()),
             (H_SCENARIO, (d.scenario or "").encode()),
             (H_LINEAGE, lineage),
         ]
-        result.outputs.append(OutRecord(f"feed.{d.consumer}", key, rec.value, headers))
-        audits.append((p, _audit(now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
-                                 d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash, source)))
+        result.outputs.append(OutRecord(f"feed.{d.consumer}", key, value, headers))
+        audit = _audit(now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
+                       d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash, source)
+        if plan is not None:
+            audit["masked_fields"] = list(plan.masked_fields)
+        audits.append((p, audit))
         result.tally[("events", (d.kind, resource.tier, d.to_tier, "ok"))] += 1
         result.tally[("records_delivered", (d.direction,))] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)

@@ -35,10 +35,12 @@ from hub.audit.chain import ChainState, ChainWriter
 from hub.broker.kafka_config import kafka_client_kwargs
 from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.catalogue.model import ExchangeConfig
+from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
 from hub.pipeline.core import (
     H_EVENT_ID,
     H_RESOURCE,
+    DeliveryPlan,
     EncodedSchema,
     ExchangeContext,
     RawRecord,
@@ -46,6 +48,8 @@ from hub.pipeline.core import (
 )
 from hub.pipeline.partition_state import PartitionState, restore_partition
 from hub.pipeline.sender import BatchSender
+from hub.policy.masking import derived_schema, is_passthrough, plan_for
+from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.settings import REPO_ROOT, Settings
@@ -115,6 +119,9 @@ class ExchangeWorker:
         self.producer: AIOKafkaProducer | None = None
         self.state_reader: AIOKafkaConsumer | None = None
         self.partitions: dict[int, PartitionState] = {}
+        self.control: ControlView | None = None
+        self._control_version = -1
+        self._masked_encoders: dict[tuple[str, str, int], Any] = {}
         self._subject_ids: dict[str, frozenset[int]] = {}
         self._negative: dict[Any, float] = {}
         self.batches = 0
@@ -130,7 +137,7 @@ class ExchangeWorker:
 
     # ---------- start-up ----------
     async def _prepare(self) -> ExchangeContext:
-        """Register the hub's and the catalogue's schemas and learn each resource's schema ids."""
+        """Connect to the registry and the control plane, register the hub's own schemas, build the context."""
         self.registry = RegistryClient(self.settings.effective_registry_url, token=self.settings.client_token())
         await self._wait_for_registry()
         kafka = kafka_client_kwargs(self.settings)
@@ -148,22 +155,72 @@ class ExchangeWorker:
         quarantine_id = await self.registry.register(
             QUARANTINE_SUBJECT, _schema_text("schemas/hub/quarantine_record.avsc")
         )
-        for resource in self.config.resources:
-            path = resource.schema_path()
-            if path is not None:
-                await self.registry.register(resource.subject, path.read_text(encoding="utf-8"))
-            self._subject_ids[resource.id] = await self._bound_ids(resource.subject)
         audit = await self.registry.schema_by_id(audit_id)
         quarantine = await self.registry.schema_by_id(quarantine_id)
+        self._audit_schema = EncodedSchema(audit.id, framing.make_encoder(audit.id, audit.schema_str))
+        self._quarantine_schema = EncodedSchema(
+            quarantine.id, framing.make_encoder(quarantine.id, quarantine.schema_str)
+        )
+        self.control = ControlView(self.settings, self.registry, bootstrap=self.bootstrap)
+        await self.control.start()
+        return await self._build_context()
+
+    async def _build_context(self) -> ExchangeContext:
+        """The hot path's view of the live catalogue, nodes and grants (rebuilt when the control plane changes)."""
+        assert self.registry is not None and self.control is not None
+        snap = self.control.snapshot()
+        self._control_version = snap.version
+        config = snap.config
+        for resource in config.resources:
+            if resource.id not in self._subject_ids:
+                self._subject_ids[resource.id] = await self._bound_ids(resource.subject)
+        grants = {g.id: g for g in snap.grants}
         registry = self.registry
         return ExchangeContext(
-            config=self.config,
+            config=config,
             schema_lookup=lambda sid: (s.parsed if (s := registry.cached(sid)) is not None else None),
             subject_ids=self._subject_ids,
-            audit_schema=EncodedSchema(audit.id, framing.make_encoder(audit.id, audit.schema_str)),
-            quarantine_schema=EncodedSchema(quarantine.id, framing.make_encoder(quarantine.id, quarantine.schema_str)),
+            audit_schema=self._audit_schema,
+            quarantine_schema=self._quarantine_schema,
             dedupe=lambda partition: self.partitions[partition].dedupe,  # restored with the partition
+            grants=grants,
+            delivery_plans=await self._delivery_plans(config, grants),
         )
+
+    async def _delivery_plans(
+        self, config: ExchangeConfig, grants: dict[str, Grant]
+    ) -> dict[tuple[str, str], DeliveryPlan]:
+        """For each (resource, consumer) that may receive masked records: the plan and its registered schema.
+
+        Consumers cleared for every field get the publisher's bytes unchanged (no entry here).
+        """
+        assert self.registry is not None
+        grant_of = {(sub.resource, sub.consumer): grants.get(sub.id) for sub in config.subscriptions}
+        districts = [n for n in config.nodes if n.tier == "district"]
+        plans: dict[tuple[str, str], DeliveryPlan] = {}
+        for resource in config.resources:
+            consumers = {n.id: n for n in config.nodes if (resource.id, n.id) in grant_of}
+            if resource.locality_field:
+                consumers.update({n.id: n for n in districts})
+            if not consumers or resource.sharing == "none":
+                continue
+            try:
+                latest_id, _, latest_text = await self.registry.latest(resource.subject)
+            except SchemaNotFound:
+                continue
+            schema = json.loads(latest_text)
+            for node in consumers.values():
+                plan = plan_for(resource, node, grant_of.get((resource.id, node.id)))
+                if is_passthrough(schema, plan):
+                    continue
+                cache_key = (resource.id, plan.key, latest_id)
+                encode = self._masked_encoders.get(cache_key)
+                if encode is None:
+                    derived = derived_schema(schema, plan)
+                    derived_id = await self.registry.register(f"{resource.id}.masked.{plan.key}-value", derived)
+                    encode = self._masked_encoders[cache_key] = framing.make_encoder(derived_id, derived)
+                plans[(resource.id, node.id)] = DeliveryPlan(plan, encode, tuple(plan.masked_fields))
+        return plans
 
     async def _wait_for_registry(self, timeout: float = 120.0) -> None:
         """The registry may start after the worker (``hub up`` starts both); wait until it answers."""
@@ -202,6 +259,8 @@ class ExchangeWorker:
     async def handle(self, records: Sequence[RawRecord]) -> None:
         if self.ctx is None:
             self.ctx = await self._prepare()
+        elif self.control is not None and self.control.version != self._control_version:
+            self.ctx = await self._build_context()  # a catalogue entry, node or grant changed
         await self._resolve_schemas(records)
         for partition in {rec.partition for rec in records} - self.partitions.keys():
             self.partitions[partition] = await self._restore(partition)
@@ -308,6 +367,8 @@ class ExchangeWorker:
             await self.producer.stop()
         if self.state_reader is not None:
             await self.state_reader.stop()
+        if self.control is not None:
+            await self.control.stop()
         if self.registry is not None:
             await self.registry.aclose()
 
@@ -336,7 +397,7 @@ class ExchangeWorker:
             except SchemaNotFound:
                 self._negative[sid] = now + NEGATIVE_TTL_S
         for rid in unbound:
-            resource = self.config.resource(rid)
+            resource = self.ctx.resources.get(rid) if self.ctx else None
             if resource is not None:
                 self._subject_ids[rid] = await self._bound_ids(resource.subject)
 

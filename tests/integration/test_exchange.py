@@ -87,8 +87,21 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
         assert header(r, "hub-provider") == b"municipal.health"
         assert json.loads(header(r, "hub-lineage"))[0] == "municipal.health"
         assert header(r, "hub-scenario")
-        sid_out, body = framing.split(r.value)
-        assert sid_out == sid and framing.decode_body(body, PARSED)["district"] in DISTRICT_CODES
+    # masked per consumer on every transfer, decodable with the consumer-side schema the registry holds
+    originals = {eid: rec for eid, rec in records}
+    async with RegistryClient(hub.api, token=hub.token) as client:
+        for r in feeds:
+            sid_out, body = framing.split(r.value)
+            assert sid_out != sid  # a derived schema: no consumer here is cleared for L4
+            delivered = framing.decode_body(body, (await client.schema_by_id(sid_out)).parsed)
+            original = originals[header(r, "hub-event-id").decode()]
+            assert "resident_id" not in delivered  # L4 above every consumer's clearance: dropped
+            assert delivered["district"] == original["district"] and delivered["record_id"] == original["record_id"]
+            if r.topic == LATERAL_FEED:  # cleared to L3: name and phone as published
+                assert delivered["name"] == original["name"]
+            else:  # districts are cleared to L2: L3 fields partially masked
+                assert delivered["name"] != original["name"] and delivered["name"][0] == original["name"][0]
+                assert "*" in delivered["name"]
     # exactly one audit record per delivery, and one per publish
     actions: Counter[tuple[str, str | None, str]] = Counter()
     client = RegistryClient(hub.api, token=hub.token)
@@ -97,6 +110,8 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
             aid, body = framing.split(a.value)
             rec = framing.decode_body(body, (await client.schema_by_id(aid)).parsed)
             actions[(rec["action"], rec["counterparty"], rec["event_id"])] += 1
+            if rec["action"] == "deliver":  # the audit names the masked fields, never their values
+                assert "resident_id" in rec["masked_fields"]
     finally:
         await client.aclose()
     assert all(n == 1 for n in actions.values())

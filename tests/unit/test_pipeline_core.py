@@ -14,6 +14,7 @@ from hub.pipeline.core import (
     RawRecord,
     event_id_for,
     process_batch,
+    standing_grants,
 )
 from hub.registry import framing
 from hub.settings import REPO_ROOT
@@ -34,10 +35,14 @@ OTHER = framing.parse_schema({"type": "record", "name": "Other", "fields": [{"na
 SCHEMAS = {VACC_ID: VACC, AUDIT_ID: AUDIT, QUAR_ID: QUAR, OTHER_ID: OTHER}
 
 
+SEED = load_exchange_config(REPO_ROOT / "config" / "seed.yaml")
+
+
 @pytest.fixture
 def ctx() -> ExchangeContext:
     return ExchangeContext(
-        config=load_exchange_config(REPO_ROOT / "config" / "seed.yaml"),
+        config=SEED,
+        grants=standing_grants(SEED.subscriptions),
         schema_lookup=SCHEMAS.get,
         subject_ids={"municipal.health.vaccination": frozenset({VACC_ID})},
         audit_schema=EncodedSchema(AUDIT_ID, framing.make_encoder(AUDIT_ID, AUDIT_JSON)),
@@ -151,3 +156,47 @@ def test_event_ids_are_stable_and_scoped(ctx: ExchangeContext) -> None:
 def test_seed_configuration_is_valid() -> None:
     config = load_exchange_config(Path(REPO_ROOT / "config" / "seed.yaml"))
     assert {n.id for n in config.nodes} >= {f"district.{c}" for c in ("310101", "310115", "310151")}
+
+
+def test_every_transfer_is_checked_against_its_grant(ctx: ExchangeContext) -> None:
+    """A grant revoked after routing was decided (stale subscription) is refused at transfer, with a deny audit."""
+    revoked = ctx.grants["seed-civil-vaccination"].model_copy(update={"state": "revoked"})
+    ctx.grants = {**ctx.grants, revoked.id: revoked}
+    result = process_batch([raw(GOOD)], ctx)
+    assert [o.topic for o in result.outputs if o.topic.startswith("feed.")] == ["feed.district.310115"]
+    [deny] = [a for _, a in result.audits if a["action"] == "deny"]
+    assert (deny["counterparty"], deny["decision"], deny["reason"]) == ("municipal.civil-affairs", "deny", "grant_revoked")
+    assert result.tally[("events", ("deliver", "municipal", "municipal", "denied"))] == 1
+
+
+def test_consumers_receive_masked_records_per_clearance(ctx: ExchangeContext) -> None:
+    from hub.pipeline.core import DeliveryPlan
+    from hub.policy.masking import derived_schema, plan_for
+
+    resource = ctx.resources["municipal.health.vaccination"]
+    district = ctx.nodes["district.310115"]  # cleared to L2
+    plan = plan_for(resource, district, ctx.grants["seed-pudong-vaccination"])
+    derived = derived_schema(json.loads((REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text()), plan)
+    ctx.delivery_plans = {(resource.id, district.id): DeliveryPlan(plan, framing.make_encoder(99, derived),
+                                                                   tuple(plan.masked_fields))}
+    result = process_batch([raw(GOOD)], ctx)
+    [out] = [o for o in result.outputs if o.topic == "feed.district.310115"]
+    sid, body = framing.split(out.value)
+    delivered = framing.decode_body(body, framing.parse_schema(derived))
+    assert sid == 99 and "resident_id" not in delivered
+    assert (delivered["name"], delivered["phone"]) == ("张**", "139****5678")
+    [audit] = [a for _, a in result.audits if a["counterparty"] == "district.310115"]
+    assert set(audit["masked_fields"]) >= {"resident_id", "name", "phone"}
+
+
+def test_a_resource_that_is_not_shared_never_flows(ctx: ExchangeContext) -> None:
+    from hub.catalogue.model import Subscription
+
+    resource = ctx.resources["municipal.health.vaccination"].model_copy(
+        update={"sharing": "none", "legal_basis": "PRC Law on Mental Health, art. 4"})
+    ctx.resources = {**ctx.resources, resource.id: resource}
+    ctx.subscriptions = {resource.id: [Subscription(id="seed-civil-vaccination", consumer="municipal.civil-affairs",
+                                                    resource=resource.id, scenario="vaccination-follow-up")]}
+    result = process_batch([raw(GOOD)], ctx)
+    assert [o for o in result.outputs if o.topic.startswith("feed.")] == []
+    assert {a["reason"] for _, a in result.audits if a["action"] == "deny"} == {"not_shared"}
