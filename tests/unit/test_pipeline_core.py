@@ -165,7 +165,9 @@ def test_every_transfer_is_checked_against_its_grant(ctx: ExchangeContext) -> No
     result = process_batch([raw(GOOD)], ctx)
     assert [o.topic for o in result.outputs if o.topic.startswith("feed.")] == ["feed.district.310115"]
     [deny] = [a for _, a in result.audits if a["action"] == "deny"]
-    assert (deny["counterparty"], deny["decision"], deny["reason"]) == ("municipal.civil-affairs", "deny", "grant_revoked")
+    assert (deny["counterparty"], deny["decision"], deny["reason"]) == (
+        "municipal.civil-affairs", "deny", "grant_revoked"
+    )
     assert result.tally[("events", ("deliver", "municipal", "municipal", "denied"))] == 1
 
 
