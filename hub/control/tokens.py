@@ -72,13 +72,7 @@ def same_secret(given: str, expected: str) -> bool:
 
 def process_token(settings: Settings, explicit: str | None = None) -> str | None:
     """The token this process presents to the API and registry: ``explicit`` (e.g. ``--token``), else
-    ``HUB_TOKEN`` (``settings.token``), else the operator token file when this user can read it (a process
-    on the hub's own machine, e.g. ``hub up``'s worker), else None."""
+    ``Settings.client_token()`` (``HUB_TOKEN``, else the operator token file when this user can read it)."""
     if explicit and explicit.strip():
         return explicit.strip()
-    if settings.token is not None and settings.token.get_secret_value().strip():
-        return settings.token.get_secret_value().strip()
-    try:
-        return settings.operator_token_file.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
+    return settings.client_token()
