@@ -108,19 +108,28 @@ def broker_status(as_json: JsonOpt = False) -> None:
 
 
 # ---------------- up / worker / status ----------------
-def resolve_bootstrap(settings: Settings, *, start_owned: bool) -> tuple[str, LocalBroker | None]:
-    """--bootstrap / HUB_BOOTSTRAP, else a running ``hub broker start`` broker, else (if asked) our own."""
+def resolve_bootstrap(settings: Settings, *, start_owned: bool) -> tuple[str, LocalBroker | None, Settings]:
+    """--bootstrap / HUB_BOOTSTRAP, else a running ``hub broker start`` broker, else (if asked) our own.
+
+    A running secure local broker (``hub broker start --secure``) is joined as its privileged ``hub`` user,
+    unless Kafka credentials are set explicitly.
+    """
     if settings.bootstrap:
-        return settings.bootstrap, None
+        return settings.bootstrap, None, settings
     broker = LocalBroker(settings)
     running = broker.status()
     if running is not None:
-        return running.bootstrap, None
+        password = running.admin_password() if running.secure else None
+        if password and running.admin_username and settings.kafka_username is None:
+            from hub.broker.kafka_config import with_credentials
+
+            settings = with_credentials(settings, running.admin_username, password)
+        return running.bootstrap, None, settings
     if not start_owned:
         fail("no Kafka to connect to: give --bootstrap, set HUB_BOOTSTRAP or run `hub broker start`")
     with console.status("starting the Kafka broker (the first run downloads its jars)..."):
         info, _ = broker.start(owned=True)
-    return info.bootstrap, broker
+    return info.bootstrap, broker, settings
 
 
 @app.command()
@@ -133,7 +142,7 @@ def up(
 
     settings = settings_with(bootstrap=bootstrap, api_port=api_port)
     try:
-        address, owned = resolve_bootstrap(settings, start_owned=True)
+        address, owned, settings = resolve_bootstrap(settings, start_owned=True)
     except BrokerError as exc:
         fail(str(exc))
         return
@@ -164,7 +173,7 @@ def worker(
     from hub.runtime import run_worker
 
     settings = settings_with(bootstrap=bootstrap, worker_metrics_port=metrics_port)
-    address, _ = resolve_bootstrap(settings, start_owned=False)
+    address, _, settings = resolve_bootstrap(settings, start_owned=False)
     run_worker(settings, address, with_api=False, metrics_port=settings.worker_metrics_port)
 
 
