@@ -45,10 +45,14 @@ def kind_for(direction: str) -> str:
 
 
 def record_district(record: Mapping[str, Any], resource: Resource) -> str | None:
-    """The live district a record belongs to, from its locality field (a district code or a resident ID)."""
-    if not resource.locality_field:
+    """The live district a record belongs to, from its locality field (a district code or a resident ID).
+
+    A resource marked ``locality_from_resident_id`` without a ``locality_field`` reads ``resident_id``.
+    """
+    field = resource.locality_field or ("resident_id" if resource.locality_from_resident_id else None)
+    if not field:
         return None
-    value = record.get(resource.locality_field)
+    value = record.get(field)
     if not isinstance(value, str):
         return None
     if resource.locality_from_resident_id:

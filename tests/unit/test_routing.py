@@ -95,3 +95,8 @@ def test_provider_never_receives_its_own_records() -> None:
 def test_subscriptions_of_other_resources_are_ignored() -> None:
     other = Subscription(id="o", consumer="municipal.hrss", resource="other", scenario="s")
     assert route({"district": "x"}, vaccination(), [other]) == []
+
+
+def test_locality_from_resident_id_defaults_to_the_resident_id_field() -> None:
+    res = vaccination(locality_field=None, locality_from_resident_id=True)
+    assert record_district({"resident_id": "310104195905293861"}, res) == "310104"
