@@ -18,12 +18,12 @@ from typing import Any
 
 from hub.catalogue.model import ExchangeConfig, Node, Resource, Subscription, tier_of
 from hub.pipeline.dedupe import DedupeWindow
-from hub.policy.decision import decide
+from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
 from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.framing import FramingError
-from hub.routing.core import Delivery, record_district, route, subscriptions_by_resource
+from hub.routing.core import REASON_REPORT_UP, Delivery, record_district, route, subscriptions_by_resource
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
@@ -274,9 +274,7 @@ def _deliver(
                                         rec.value, base_headers))
     district = record_district(record, resource) if deliveries else None
     for d in deliveries:
-        grant = ctx.grants.get(d.grant) if d.grant else None
-        decision = decide(resource, ctx.nodes.get(d.consumer), grant, scenario=d.scenario or "",
-                          mode="subscribe", now=now, record_district=district)
+        decision = _decide(resource, d, ctx, now, district)
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
             audits.append((p, _audit(now, event_id, "deny", provider, d.consumer, resource.id, d.scenario,
                                      d.grant, resource.tier, d.to_tier, d.direction, "deny", str(decision.reason),
@@ -300,6 +298,17 @@ def _deliver(
         result.tally[("events", (d.kind, resource.tier, d.to_tier, "ok"))] += 1
         result.tally[("records_delivered", (d.direction,))] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
+
+
+def _decide(resource: Resource, d: Delivery, ctx: ExchangeContext, now: int, district: str | None) -> Decision:
+    """The policy decision for one delivery. Reporting up is the provider's catalogued duty, not a grant:
+    it flows for every shared resource marked ``report_up`` (a ``none`` resource is still refused)."""
+    node = ctx.nodes.get(d.consumer)
+    if d.reason == REASON_REPORT_UP and resource.sharing != "none" and node is not None:
+        return Decision(True, Reason.OK, "reported up to the national tier (catalogue: report_up)")
+    grant = ctx.grants.get(d.grant) if d.grant else None
+    return decide(resource, node, grant, scenario=d.scenario or "", mode="subscribe", now=now,
+                  record_district=district)
 
 
 def _quarantine(

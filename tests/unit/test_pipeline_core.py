@@ -202,3 +202,12 @@ def test_a_resource_that_is_not_shared_never_flows(ctx: ExchangeContext) -> None
     result = process_batch([raw(GOOD)], ctx)
     assert [o for o in result.outputs if o.topic.startswith("feed.")] == []
     assert {a["reason"] for _, a in result.audits if a["action"] == "deny"} == {"not_shared"}
+
+
+def test_report_up_flows_without_a_grant(ctx: ExchangeContext) -> None:
+    resource = ctx.resources["municipal.health.vaccination"].model_copy(update={"report_up": True})
+    ctx.resources = {**ctx.resources, resource.id: resource}
+    result = process_batch([raw(GOOD)], ctx)
+    assert "feed.national" in {o.topic for o in result.outputs}
+    [up] = [a for _, a in result.audits if a["counterparty"] == "national"]
+    assert (up["action"], up["direction"], up["reason"]) == ("deliver", "up", "report-up")
