@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hub.audit.chain import ChainState, ChainWriter
 from hub.broker.kafka_config import kafka_client_kwargs
 from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
+from hub.calls.agents import install_call_agents  # calls hook
 from hub.catalogue.model import ExchangeConfig
 from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
@@ -131,9 +132,13 @@ class ExchangeWorker:
         self.app.agent(topic, name="hub.exchange")(self._agent)
         self.app.timer(5.0)(self._measure_lag)
         self.app.timer(max(1.0, settings.audit_checkpoint_seconds / 4))(self._checkpoint_idle)
+        self.app.timer(SNAPSHOT_INTERVAL_S)(self._snapshot_idle)
+        self._snapshot_lock = asyncio.Lock()
         self._audit_lock = asyncio.Lock()
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.closer = _Closer(self)
+        # --- calls (共享调用): the call agent and its state (hub/calls/agents.py) ---
+        self.calls = install_call_agents(self)
 
     # ---------- start-up ----------
     async def _prepare(self) -> ExchangeContext:
@@ -332,21 +337,31 @@ class ExchangeWorker:
             return
         await self._write_audit([], tick=list(self.partitions))
 
+    async def _snapshot_idle(self) -> None:
+        """Snapshot counts a throttled batch or a checkpoint left unsnapshotted (so /v1/stats lags <= ~2 s)."""
+        if self.producer is not None and self.partitions:
+            try:
+                await self._maybe_snapshot(list(self.partitions.values()))
+            except Exception as exc:  # the next tick or batch writes it; a restore replays from the last one
+                log.warning("count snapshot failed: %r", exc)
+
     async def _maybe_snapshot(self, states: Sequence[PartitionState], *, force: bool = False) -> None:
         """Write a partition's counts with the audit offset they are exact up to (throttled)."""
         assert self.producer is not None
-        now = time.monotonic()
-        futures = []
-        for state in states:
-            if not force and now - state.snapshot_at < SNAPSHOT_INTERVAL_S:
-                continue
-            if state.snapshot_offset == state.audit_next_offset:
-                continue
-            value = encode_snapshot(state.audit_next_offset, state.counts, state.chain_head)
-            futures.append(await self.producer.send(
-                COUNTS_TOPIC, value, key=str(state.partition).encode(), partition=state.partition))
-            state.snapshot_offset, state.snapshot_at = state.audit_next_offset, now
-        await _all(futures)
+        async with self._snapshot_lock:  # snapshots of a partition reach hub.counts in the order they were taken
+            now = time.monotonic()
+            futures = []
+            for state in states:
+                if not force and now - state.snapshot_at < SNAPSHOT_INTERVAL_S:
+                    continue
+                offset = state.audit_next_offset  # counts and offset taken together, before any await
+                if state.snapshot_offset == offset:
+                    continue
+                value = encode_snapshot(offset, state.counts, state.chain_head)
+                futures.append(await self.producer.send(
+                    COUNTS_TOPIC, value, key=str(state.partition).encode(), partition=state.partition))
+                state.snapshot_offset, state.snapshot_at = offset, now
+            await _all(futures)
 
     async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
         """A partition moving to another worker: snapshot its counts, then forget its state."""
