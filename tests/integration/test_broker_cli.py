@@ -62,3 +62,43 @@ def test_no_java_is_a_clear_error(cli_env: dict[str, str], tmp_path: Path) -> No
     result = subprocess.run([sys.executable, "-m", "hub.cli.main", "broker", "start"], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Java is not on PATH" in result.stderr
+
+
+def test_ctrl_c_on_hub_up_stops_everything_it_started(cli_env: dict[str, str]) -> None:
+    """`hub up` without --bootstrap starts its own broker; Ctrl-C (SIGINT) stops the worker, API and broker."""
+    import signal
+    import time
+
+    import httpx
+
+    env = dict(cli_env, HUB_API_PORT=str(free_port()))
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "up"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    state = Path(env["HUB_STATE_DIR"])
+    broker_pid = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{env['HUB_API_PORT']}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        broker_pid = json.loads((state / "broker" / "broker.json").read_text())["pid"]
+        assert _pid_alive(broker_pid)
+        for _ in range(60):  # the status file is written once the worker has started too
+            status = hub_cli("status", "--json", env=env)
+            if status.returncode == 0:
+                break
+            time.sleep(0.5)
+        assert status.returncode == 0 and json.loads(status.stdout)["api"].endswith(env["HUB_API_PORT"])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert broker_pid is not None and not _pid_alive(broker_pid)
+    assert not (state / "broker" / "broker.json").exists()
+    assert hub_cli("status", "--json", env=env).returncode == 1
