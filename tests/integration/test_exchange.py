@@ -206,3 +206,49 @@ async def test_confluent_avro_serializer_record_is_accepted(hub: HubProcess) -> 
         await reader.stop()
     assert sorted(r.topic for r in got) == sorted([LATERAL_FEED, "feed.district.310112"])
     assert all(r.key == record["record_id"].encode() for r in got)
+
+
+async def test_report_up_regional_share_and_locality_in_one_publish(hub: HubProcess) -> None:
+    """A business licence is reported up to feed.national, shared with the YRD peers holding grants
+    (feed.region.js, feed.region.zj) and returned to its district, each with the right lineage."""
+    schema = json.loads((REPO_ROOT / "schemas/market/business_licence.avsc").read_text())
+    subject = "municipal.market.business-licence-value"
+    async with RegistryClient(hub.api, token=hub.token) as client:
+        sid = await client.register(subject, json.dumps(schema))
+    record = record_generator(schema)(random.Random(21))
+    record["district"] = "310105"
+    event_id = str(uuid.uuid4())
+    expected = {"feed.national": "up", "feed.region.js": "regional", "feed.region.zj": "regional",
+                "feed.district.310105": "down"}
+    reader = await TopicReader(hub.bootstrap).start([*expected, "hub.audit"])
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap)
+        await producer.start()
+        try:
+            await (await producer.send("ingress.municipal.market", framing.encode(sid, framing.parse_schema(schema),
+                                                                                 record),
+                                       headers=[("hub-resource", b"municipal.market.business-licence"),
+                                                ("hub-event-id", event_id.encode()),
+                                                ("hub-provider", b"national")]))  # forged: the hub ignores it
+        finally:
+            await producer.stop()
+
+        def ours(rs):
+            return [r for r in rs if header(r, "hub-event-id") == event_id.encode()]
+
+        got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2 * len(expected) + 1))
+    finally:
+        await reader.stop()
+    feeds = {r.topic: r for r in got if r.topic.startswith("feed.")}
+    assert set(feeds) == set(expected)
+    for topic, r in feeds.items():
+        assert header(r, "hub-provider") == b"municipal.market"  # never the publisher's forged header
+        assert json.loads(header(r, "hub-lineage")) == ["municipal.market", "hub", topic.removeprefix("feed.")]
+    async with RegistryClient(hub.api, token=hub.token) as client:
+        directions = {}
+        for a in (r for r in got if r.topic == "hub.audit"):
+            aid, body = framing.split(a.value)
+            rec = framing.decode_body(body, (await client.schema_by_id(aid)).parsed)
+            if rec["action"] == "deliver":
+                directions[f"feed.{rec['counterparty']}"] = rec["direction"]
+    assert directions == expected
