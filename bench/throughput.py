@@ -147,9 +147,10 @@ async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str
     parsed = framing.parse_schema(schema)
 
     # 1. the hub registers nothing we need yet: start it once to serve the registry, register, stop it
+    print("starting the hub once to register the schema...", file=sys.stderr, flush=True)
     hub = start_hub(env, api)
     try:
-        registry = RegistryClient(api)
+        registry = RegistryClient(api, token=(state / "operator.token").read_text().strip())
         schema_id = await registry.register(SUBJECT, json.dumps(schema))
         await registry.aclose()
     finally:
@@ -165,11 +166,13 @@ async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str
 
     # 2. the ceiling, on the same broker with the same records
     await produce(bootstrap, raw_in, values, [])
+    print("running the raw aiokafka passthrough...", file=sys.stderr, flush=True)
     await raw_passthrough(bootstrap, raw_in, raw_out, args.records, parsed)
     raw_count, raw_span = await output_span(bootstrap, raw_out, args.records, 60)
 
     # 3. the hub's pipeline draining the same records from ingress
     await produce(bootstrap, INGRESS, values, [("hub-resource", RESOURCE.encode())])
+    print("running the hub...", file=sys.stderr, flush=True)
     hub = start_hub(env, api)
     try:
         hub_count, hub_span = await output_span(bootstrap, WATCH_FEED, args.records, args.timeout)
