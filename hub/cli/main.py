@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from hub.broker.manager import BrokerError, LocalBroker
+from hub.cli import exchange as exchange_cli
 from hub.cli.acl import acl_app
 from hub.cli.audit import audit_app
 from hub.cli.control import catalog_app, node_app, scenario_app
@@ -24,6 +25,9 @@ app.add_typer(node_app, name="node")
 app.add_typer(scenario_app, name="scenario")
 app.add_typer(acl_app, name="acl")
 app.add_typer(audit_app, name="audit")
+app.command("publish")(exchange_cli.publish)
+app.command("subscribe")(exchange_cli.subscribe)
+app.command("call")(exchange_cli.call)
 
 console = Console()
 err = Console(stderr=True)
