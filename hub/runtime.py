@@ -46,6 +46,7 @@ class ApiService(mode.Service):
     """The registry + control plane HTTP service, started and stopped with the worker.
 
     On start: the registry loads ``_schemas``; the control plane registers its schemas and loads its topics;
+    the control audit log (``hub.audit.control``) resumes its chain and from then on audits every control change;
     the seed (``settings.seed_config``) is imported idempotently; then the HTTP API listens. While it runs,
     ``hub_catalog_resources{tier}`` follows the catalogue.
     """
@@ -63,9 +64,12 @@ class ApiService(mode.Service):
         self._registry_service: Any = None
         self._control: Any = None
         self._registry_client: Any = None
+        self._control_audit: Any = None
+        self._expiry: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         from hub.api.app import create_api
+        from hub.audit.control_log import ControlAuditLog
         from hub.control.schemas import ClientSchemas, LocalSchemas, SchemaSource
         from hub.control.seed import apply_seed, load_seed, register_hub_schemas
         from hub.control.service import ControlService
@@ -82,10 +86,16 @@ class ApiService(mode.Service):
         self._control = ControlService(self.settings, schemas, bootstrap=self.bootstrap)
         await self._control.start()
         await register_hub_schemas(schemas)
+        # the control audit log (hub.audit.control, this process its single writer) sees every control change
+        self._control_audit = ControlAuditLog(self.settings, self.bootstrap, schemas)
+        await self._control_audit.start()
+        self._control.change_listener = self._control_audit.control_changes
         await apply_seed(self._control, load_seed(self.settings.seed_config))
+        self._expiry = asyncio.ensure_future(
+            self._control.expire_grants_periodically(self.settings.grant_expiry_interval))
         self._watch = asyncio.ensure_future(self._watch_catalogue())
         api = create_api(self._registry_service, self.metrics_registry, control=self._control,
-                         operator_token=operator_token)
+                         operator_token=operator_token, control_audit=self._control_audit)
         config = uvicorn.Config(
             api, host=self.settings.api_host, port=self.settings.api_port, log_level="warning",
             access_log=False, lifespan="off",
@@ -130,8 +140,14 @@ class ApiService(mode.Service):
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._watch
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._expiry
         if self._control is not None:
             await self._control.stop()
+        if self._control_audit is not None:
+            await self._control_audit.stop()
         if self._registry_client is not None:
             await self._registry_client.aclose()
         if self._registry_service is not None:

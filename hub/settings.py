@@ -72,6 +72,21 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(
         60.0, gt=0, description="at most this long between a partition's audit records and their checkpoint"
     )
+    control_audit_topic: str = Field(
+        "hub.audit.control", description="the API's control-plane audit log (grants, auth failures, control "
+        "changes): one partition, one writer (the API); give each API instance its own",
+    )
+
+    # --- API security ---
+    auth_failure_limit: int = Field(
+        10, ge=1, description="failed authentications per client address or claimed node within "
+        "auth_failure_window before the API answers 429",
+    )
+    auth_failure_window: float = Field(60.0, gt=0, description="seconds of the failed-authentication window")
+    grant_expiry_interval: float = Field(
+        30.0, gt=0, description="seconds between the API's writes of due grant expiries (the worker stops delivery "
+        "at valid_to regardless)",
+    )
 
     @property
     def audit_key(self) -> bytes | None:

@@ -8,12 +8,14 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from hub.api.auth import Authenticator
+from hub.api.auth import Authenticator, FailureLimiter
 from hub.api.errors import error_response, install_api_error_handlers
+from hub.api.grants import grants_router
 from hub.api.nodes import nodes_router
 from hub.api.resources import resources_router
 from hub.api.scenarios import scenarios_router
 from hub.api.stats import ExchangeFigures, stats_router
+from hub.audit.control_log import AuditSink
 from hub.control.service import ControlService
 from hub.registry.routes import is_registry_request, registry_router
 from hub.registry.service import RegistryService
@@ -24,12 +26,14 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 def create_api(
     registry_service: RegistryService, metrics_registry: CollectorRegistry, *,
     control: ControlService | None = None, operator_token: str | None = None,
-    exchange_figures: ExchangeFigures | None = None,
+    exchange_figures: ExchangeFigures | None = None, control_audit: AuditSink | None = None,
 ) -> FastAPI:
     """Compose the service; the caller owns the registry and control services' start/stop.
 
     With ``control`` (and the ``operator_token``) the ``/v1`` control plane is served and registry writes need
     a token (see ``hub.api.auth``); without it, only the registry, ``/healthz`` and ``/metrics``.
+    ``control_audit`` receives failed authentications and 403 refusals (``hub.audit.control_log``; control
+    changes reach it through ``control.change_listener``).
     """
     app = FastAPI(
         title="Public-data exchange hub",
@@ -52,12 +56,15 @@ def create_api(
         return await call_next(request)
 
     if control is not None:
-        auth = Authenticator(control, operator_token or "")
+        limiter = FailureLimiter(control.settings.auth_failure_limit, control.settings.auth_failure_window)
+        auth = Authenticator(control, operator_token or "", audit=control_audit, limiter=limiter)
+        app.state.on_forbidden = auth.on_forbidden
         guard = auth.registry_write_guard(registry_service)
         app.include_router(registry_router(registry_service, authorize_write=guard))
         app.include_router(nodes_router(control, auth))
         app.include_router(scenarios_router(control, auth))
         app.include_router(resources_router(control, auth))
+        app.include_router(grants_router(control, auth))
         app.include_router(stats_router(control, auth, exchange_figures))
     else:
         app.include_router(registry_router(registry_service))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
@@ -11,12 +11,15 @@ from hub.control.topicstore import StoreUnavailable
 from hub.control.view import ControlView
 
 
-def caller_dependency(control: ControlView, auth: Authenticator) -> Callable[[Request], Principal]:
-    """A dependency giving the authenticated caller (401 without valid credentials, 503 while starting)."""
+def caller_dependency(control: ControlView, auth: Authenticator) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency giving the authenticated caller (401 without valid credentials, 429 after too many failed
+    ones, 503 while starting); failures are counted and audited by ``Authenticator.authenticate``."""
 
-    def caller(request: Request) -> Principal:
+    async def caller(request: Request) -> Principal:
         if not control.ready:
             raise StoreUnavailable("the control plane is still loading its topics")
-        return auth.require(request)
+        principal = await auth.authenticate(request)
+        assert principal is not None  # required=True raises instead
+        return principal
 
     return caller

@@ -2,7 +2,8 @@
 
 Registry paths keep Confluent's bodies (``hub.registry.routes``); everything else answers here:
 
-* :class:`hub.control.errors.ControlError` -> its status (401 with a ``WWW-Authenticate`` challenge);
+* :class:`hub.control.errors.ControlError` -> its status (401 with a ``WWW-Authenticate`` challenge, 429 with
+  ``Retry-After``; a 403 is also audited through ``app.state.on_forbidden`` when the app sets one);
 * a body that is not JSON -> 415, malformed JSON -> 400, JSON failing the request model -> 422 listing each
   field and what is wrong with it (``errors`` holds the same, machine-readable);
 * unknown path -> 404, wrong method -> 405;
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.auth import CHALLENGE
-from hub.control.errors import ControlError, UnsupportedMediaType
+from hub.control.errors import ControlError, TooManyRequests, UnsupportedMediaType
 from hub.control.topicstore import StoreError
 from hub.registry.routes import REGISTRY_HANDLERS, install_registry_error_handlers, is_registry_request
 
@@ -32,6 +33,7 @@ JSON_MEDIA_TYPES = ("application/json",)
 _HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
     409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+    429: "too_many_requests",
 }
 
 
@@ -42,7 +44,14 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> JSONRe
 
 async def _control_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ControlError)
-    return error_response(exc.status, exc.code, exc.message)
+    if exc.status == 403:  # a refused act is a decision: audited (hub.api.auth.Authenticator.on_forbidden)
+        on_forbidden = getattr(request.app.state, "on_forbidden", None)
+        if on_forbidden is not None:
+            await on_forbidden(request, exc)
+    response = error_response(exc.status, exc.code, exc.message)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:

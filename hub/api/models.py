@@ -5,7 +5,7 @@ Times are epoch milliseconds, UTC, as everywhere in the hub's control data.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -84,12 +84,30 @@ class ResourceOut(BaseModel):
     retired: bool
     updated_by: str | None
     updated_at: int | None
+    visibility: Literal["full"] = Field("full", description="full: every field of the entry is shown")
 
     @classmethod
     def of(cls, entry: CatalogEntry) -> ResourceOut:
         data: dict[str, Any] = entry.resource.model_dump(exclude={"schema_file"})
         return cls(**data, version=entry.version, retired=entry.retired, updated_by=entry.updated_by,
                    updated_at=entry.updated_at)
+
+
+class ResourceExistsOnly(BaseModel):
+    """A ``none`` (非共享) entry as nodes other than its provider see it: it exists, it is not shared, and why."""
+
+    id: str
+    title: str
+    provider: str
+    tier: Tier
+    sharing: Sharing
+    legal_basis: str | None = Field(description="Why it is not shared")
+    shared: bool = Field(description="Always false: no grant can be obtained on it")
+    version: int
+    retired: bool
+    visibility: Literal["exists_only"] = Field(
+        "exists_only", description="exists_only: fields, schema and description are not shown"
+    )
 
 
 class ResourceChange(ResourceOut):

@@ -3,6 +3,9 @@
 ``POST /v1/resources`` creates, ``PUT`` replaces (a new version unless equal), ``PATCH`` changes some fields,
 ``DELETE`` (or ``POST .../retire``) retires, ``GET .../versions`` gives the history, ``POST
 /v1/resources/import`` takes many entries and reports on each.
+
+Catalogue visibility (``hub.policy.decision.visible_entry``): a ``none`` (非共享) entry is shown in full only
+to its provider and the operator; every other node sees that it exists, is not shared, and its legal basis.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the local Caller dependency, not its name.
@@ -14,11 +17,37 @@ from fastapi import APIRouter, Depends, Query
 from hub.api.auth import Authenticator, Principal
 from hub.api.deps import caller_dependency
 from hub.api.errors import require_json
-from hub.api.models import ImportReport, ImportRequest, ResourceChange, ResourceOut
-from hub.catalogue.model import Sharing, Tier
+from hub.api.models import ImportReport, ImportRequest, ResourceChange, ResourceExistsOnly, ResourceOut
+from hub.catalogue.model import Node, Sharing, Tier
 from hub.control.errors import NotFound
 from hub.control.operations import ResourcePatch, ResourceSpec, current_entry, filter_entries
 from hub.control.service import ControlService
+from hub.control.state import CatalogEntry
+from hub.policy.decision import visible_entry
+
+View = ResourceOut | ResourceExistsOnly
+
+
+def view_of(entry: CatalogEntry, viewer: str, current: CatalogEntry | None = None) -> View:
+    """The entry as ``viewer`` may see it (the catalogue-visibility check point). ``current``: the latest version,
+    when ``entry`` is an older one; a resource not shared now hides its whole history."""
+    viewer_node = Node(id=viewer)
+    full = visible_entry(entry.resource, viewer_node)["visibility"] == "full"
+    if full and current is not None:
+        full = visible_entry(current.resource, viewer_node)["visibility"] == "full"
+    if full:
+        return ResourceOut.of(entry)
+    r = entry.resource
+    return ResourceExistsOnly(id=r.id, title=r.title, provider=r.provider, tier=r.tier, sharing=r.sharing,
+                              legal_basis=r.legal_basis, shared=r.sharing != "none", version=entry.version,
+                              retired=entry.retired)
+
+
+def _text_visible(entry: CatalogEntry, viewer: str, needle: str | None) -> bool:
+    """A text search may only match what the viewer can see (id and title of an entry shown as existing only)."""
+    if not needle or view_of(entry, viewer).visibility == "full":
+        return True
+    return needle.strip().lower() in f"{entry.resource.id}\n{entry.resource.title}".lower()
 
 
 def resources_router(control: ControlService, auth: Authenticator) -> APIRouter:
@@ -35,12 +64,14 @@ def resources_router(control: ControlService, auth: Authenticator) -> APIRouter:
         retired: Annotated[bool, Query(description="include retired entries")] = False,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
-    ) -> list[ResourceOut]:
-        """Catalogue entries (latest version of each), filtered by tier, provider, sharing type and text."""
+    ) -> list[View]:
+        """Catalogue entries (latest version of each), filtered by tier, provider, sharing type and text. A ``none``
+        entry of another provider shows only that it exists, is not shared, and why."""
         found = filter_entries(control.state.entries(retired=retired), tier=tier, provider=provider,
                                sharing=sharing, text=q)
+        found = [e for e in found if _text_visible(e, caller.node_id, q)]
         page = found[offset:] if limit is None else found[offset:offset + limit]
-        return [ResourceOut.of(e) for e in page]
+        return [view_of(e, caller.node_id) for e in page]
 
     @router.post("", status_code=201)
     async def create_resource(spec: ResourceSpec, caller: Caller) -> ResourceOut:
@@ -54,24 +85,25 @@ def resources_router(control: ControlService, auth: Authenticator) -> APIRouter:
         return ImportReport.of(await control.import_resources(body.resources, caller.node_id))
 
     @router.get("/{resource_id}")
-    async def show_resource(resource_id: str, caller: Caller) -> ResourceOut:
-        """The latest version of one entry (retired ones too, flagged)."""
-        return ResourceOut.of(current_entry(control.state, resource_id))
+    async def show_resource(resource_id: str, caller: Caller) -> View:
+        """The latest version of one entry (retired ones too, flagged); a ``none`` entry of another provider
+        shows only that it exists, is not shared, and why."""
+        return view_of(current_entry(control.state, resource_id), caller.node_id)
 
     @router.get("/{resource_id}/versions")
-    async def resource_versions(resource_id: str, caller: Caller) -> list[ResourceOut]:
-        """Every version of one entry, oldest first."""
-        current_entry(control.state, resource_id)
-        return [ResourceOut.of(e) for e in control.state.history(resource_id)]
+    async def resource_versions(resource_id: str, caller: Caller) -> list[View]:
+        """Every version of one entry, oldest first (each as the caller may see it)."""
+        current = current_entry(control.state, resource_id)
+        return [view_of(e, caller.node_id, current) for e in control.state.history(resource_id)]
 
     @router.get("/{resource_id}/versions/{version}")
-    async def resource_version(resource_id: str, version: int, caller: Caller) -> ResourceOut:
-        """One version of one entry."""
-        current_entry(control.state, resource_id)
+    async def resource_version(resource_id: str, version: int, caller: Caller) -> View:
+        """One version of one entry (as the caller may see it)."""
+        current = current_entry(control.state, resource_id)
         entry = control.state.catalog.get(resource_id, {}).get(version)
         if entry is None:
             raise NotFound("unknown_version", f"resource {resource_id} has no version {version}")
-        return ResourceOut.of(entry)
+        return view_of(entry, caller.node_id, current)
 
     @router.put("/{resource_id}")
     async def replace_resource(resource_id: str, spec: ResourceSpec, caller: Caller) -> ResourceChange:

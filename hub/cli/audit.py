@@ -1,6 +1,7 @@
 """``hub audit``: verify the tamper-evident audit log (``hub.audit``) from the terminal.
 
-``hub audit verify`` exits 0 when every partition's hash chain holds, 1 when one is broken (printing the
+``hub audit verify`` checks ``hub.audit`` and the API's control audit log ``hub.audit.control`` (or the
+``--topic`` given, repeatable) and exits 0 when every partition's hash chain holds, 1 when one is broken (printing the
 partition, offset and kind of the first broken link), 2 when it could not verify (no broker or registry,
 no such topic, a keyed chain without its key).
 """
@@ -35,7 +36,9 @@ EXIT_OK, EXIT_BROKEN, EXIT_ERROR = 0, 1, 2
 def verify(
     bootstrap: Annotated[str | None, typer.Option(
         "--bootstrap", help="host:port of the Kafka cluster (else HUB_BOOTSTRAP, else the local broker)")] = None,
-    topic: Annotated[str, typer.Option(help="the audit topic to verify")] = AUDIT_TOPIC,
+    topic: Annotated[list[str] | None, typer.Option(
+        "--topic", help="an audit topic to verify (repeatable); default: hub.audit and the control audit log "
+        "hub.audit.control")] = None,
     registry: Annotated[str | None, typer.Option(
         help="schema registry URL (else HUB_REGISTRY_URL, else the hub's API)")] = None,
     require_start: Annotated[bool, typer.Option(
@@ -44,11 +47,13 @@ def verify(
         "--no-anchors", help="do not check the heads the previous verification saw (e.g. after a reset)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
 ) -> None:
-    """Stream every partition of the audit log, check its hash chain and report the first broken link.
+    """Stream every partition of the audit logs, check their hash chains and report the first broken link.
 
-    Changed, removed, reordered and inserted records are each reported with their partition and offset.
-    With HUB_AUDIT_HMAC_KEY set, the chain is checked with that key. The result is saved under the state
-    directory for hub_audit_chain_ok.
+    By default both logs are verified: hub.audit (the workers') and hub.audit.control (the API's: grants,
+    failed authentications, control changes). Changed, removed, reordered and inserted records are each
+    reported with their partition and offset. With HUB_AUDIT_HMAC_KEY set, the chains are checked with that
+    key. Each topic's result is saved under the state directory (hub_audit_chain_ok reads hub.audit's). With
+    one topic, --json prints its result; with several, {"ok": ..., "topics": [...]}.
     """
     from aiokafka.errors import KafkaError
 
@@ -63,33 +68,45 @@ def verify(
 
     settings = Settings(bootstrap=bootstrap) if bootstrap else Settings()
     address = _bootstrap(settings)
-    previous = None if no_anchors else latest_verification(settings, topic)
-    progress = Progress(
-        TextColumn(f"verifying {topic}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=True, disable=as_json or not err.is_terminal,
-    )
-    task = progress.add_task("records", total=None)
-    try:
-        with progress:
-            result = asyncio.run(verify_topic(
-                settings, address, topic, registry_url=registry, key=settings.audit_key,
-                anchors=previous.anchors if previous else None, require_start=require_start,
-                on_total=lambda n: progress.update(task, total=n),
-                on_progress=lambda n: progress.advance(task, n),
-            ))
-    except AuditTopicMissing as exc:
-        _fail(str(exc))
-    except (KafkaError, VerificationStalled, RegistryClientError, OSError) as exc:
-        _fail(f"could not read {topic}: {exc}")
-    save_verification(settings, result)
+    explicit = bool(topic)
+    topics = list(dict.fromkeys(topic or [AUDIT_TOPIC, settings.control_audit_topic]))
+    results = []
+    for name in topics:
+        previous = None if no_anchors else latest_verification(settings, name)
+        progress = Progress(
+            TextColumn(f"verifying {name}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=err, transient=True, disable=as_json or not err.is_terminal,
+        )
+        task = progress.add_task("records", total=None)
+        try:
+            with progress:
+                result = asyncio.run(verify_topic(
+                    settings, address, name, registry_url=registry, key=settings.audit_key,
+                    anchors=previous.anchors if previous else None, require_start=require_start,
+                    on_total=lambda n, task=task, progress=progress: progress.update(task, total=n),
+                    on_progress=lambda n, task=task, progress=progress: progress.advance(task, n),
+                ))
+        except AuditTopicMissing as exc:
+            # the control log of a hub whose API never ran is not there yet; once verified, it must stay
+            if not explicit and name != AUDIT_TOPIC and previous is None:
+                err.print(f"[dim]{name} does not exist yet (no control-plane act audited): skipped[/]")
+                continue
+            _fail(str(exc))
+        except (KafkaError, VerificationStalled, RegistryClientError, OSError) as exc:
+            _fail(f"could not read {name}: {exc}")
+        save_verification(settings, result)
+        results.append(result)
     if as_json:
-        print(json.dumps(result.to_json()))
+        if len(topics) == 1:
+            print(json.dumps(results[0].to_json()))
+        else:
+            print(json.dumps({"ok": all(r.ok for r in results), "topics": [r.to_json() for r in results]}))
     else:
-        _print(result)
-    first = result.first_break
-    if first is not None and first[1].kind == "unverifiable":
-        raise typer.Exit(EXIT_ERROR)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_BROKEN)
+        for result in results:
+            _print(result)
+    codes = [EXIT_OK if r.ok else EXIT_BROKEN for r in results]
+    codes += [EXIT_ERROR for r in results if r.first_break is not None and r.first_break[1].kind == "unverifiable"]
+    raise typer.Exit(max(codes, default=EXIT_OK))
 
 
 def _bootstrap(settings: Settings) -> str:

@@ -15,6 +15,7 @@ from hub.cli import exchange as exchange_cli
 from hub.cli.acl import acl_app
 from hub.cli.audit import audit_app
 from hub.cli.control import catalog_app, node_app, scenario_app
+from hub.cli.grant import grant_app
 from hub.settings import Settings
 
 app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
@@ -28,6 +29,7 @@ app.add_typer(audit_app, name="audit")
 app.command("publish")(exchange_cli.publish)
 app.command("subscribe")(exchange_cli.subscribe)
 app.command("call")(exchange_cli.call)
+app.add_typer(grant_app, name="grant")
 
 console = Console()
 err = Console(stderr=True)

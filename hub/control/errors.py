@@ -61,3 +61,13 @@ class BadRequest(ControlError):
     """A request body that cannot be parsed at all (malformed JSON, not UTF-8): 400."""
 
     status = 400
+
+
+class TooManyRequests(ControlError):
+    """Too many failed authentications from this client or for this node: 429 with ``Retry-After`` seconds."""
+
+    status = 429
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after

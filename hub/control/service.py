@@ -8,12 +8,14 @@ the same time, the loser gets a 409 and can retry.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, ensure_topics, node_topics
+from hub.control import grants as grant_ops
 from hub.control import operations as ops
 from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subject_of
 from hub.control.errors import Conflict
@@ -28,6 +30,9 @@ log = logging.getLogger("hub.control")
 T = TypeVar("T")
 Change = tuple[str, Entity]
 Operation = Callable[[ControlState], tuple[T, Sequence[Change]]]
+# (topic, the version before or None, the version written): told after every successful write (the audit log)
+Written = tuple[str, Any, Entity]
+ChangeListener = Callable[[Sequence[Written]], Awaitable[None]]
 
 
 def now_ms() -> int:
@@ -46,9 +51,15 @@ def _stored(state: ControlState, topic: str, key: str) -> Any:
 
 
 class ControlService(ControlView):
-    """Reads and writes the control topics; the operations below are what ``/v1`` calls."""
+    """Reads and writes the control topics; the operations below are what ``/v1`` calls.
+
+    ``change_listener`` (optional) is awaited after every successful write with what changed (topic, the
+    previous version, the new one): the API's control-plane audit log (``hub.audit.control_log``) hangs here,
+    so every node, scenario, catalogue and grant change is audited whichever path made it.
+    """
 
     read_only = False
+    change_listener: ChangeListener | None = None
 
     async def start(self) -> None:
         """Register the control topics' value schemas, then load the topics (see ControlView.start)."""
@@ -61,10 +72,12 @@ class ControlService(ControlView):
     async def run(self, operation: Operation[T]) -> T:
         """Run a pure operation on the caught-up state, write its changes, return once they are applied."""
         written: list[Change] = []
+        before: list[Any] = []
 
         def attempt() -> tuple[T, list[Any]]:
             result, changes = operation(self.state)
             written[:] = list(changes)
+            before[:] = [_stored(self.state, topic, key_of(topic, entity)) for topic, entity in changes]
             return result, [self.encoder.record(topic, entity) for topic, entity in changes]
 
         def verify(_: T) -> None:
@@ -76,7 +89,18 @@ class ControlService(ControlView):
                     )
             return None
 
-        return await self.store.write(attempt, verify)
+        result = await self.store.write(attempt, verify)
+        await self._tell([(topic, old, new) for (topic, new), old in zip(written, before, strict=True)])
+        return result
+
+    async def _tell(self, changes: Sequence[Written]) -> None:
+        """Hand what was written to the change listener; its failure never undoes or fails the write."""
+        if not changes or self.change_listener is None:
+            return
+        try:
+            await self.change_listener(changes)
+        except Exception:
+            log.exception("the control change listener failed on %d change(s)", len(changes))
 
     async def describe_subjects(self, subjects: Iterable[str | None]) -> ops.SchemaLookup:
         """A synchronous subject lookup for the operation, filled before it runs (describe may do I/O)."""
@@ -174,6 +198,33 @@ class ControlService(ControlView):
         """Write grant versions as they are (the grant lifecycle in hub.policy.grants decides them)."""
         return await self.run(lambda s: (list(grants), [(GRANTS_TOPIC, g) for g in grants]))
 
+    async def request_grant(self, spec: grant_ops.GrantRequest, actor: str) -> Grant:
+        """A new grant (hub.control.grants.request_grant): active, requested or denied, as the sharing type says."""
+        return await self.run(lambda s: _one(GRANTS_TOPIC, grant_ops.request_grant(s, spec, actor, now_ms())))
+
+    async def decide_grant(self, grant_id: str, verb: grant_ops.Verb, actor: str, reason: str | None = None) -> Grant:
+        """Approve, deny or revoke a grant (hub.control.grants.decide_grant)."""
+        return await self.run(
+            lambda s: _one(GRANTS_TOPIC, grant_ops.decide_grant(s, grant_id, verb, actor, now_ms(), reason))
+        )
+
+    async def expire_due_grants(self) -> list[Grant]:
+        """Write down every time-based expiry that is due (the worker already treats those grants as expired)."""
+        return await self.run(lambda s: _many(GRANTS_TOPIC, grant_ops.expire_due(s, now_ms())))
+
+    async def expire_grants_periodically(self, interval: float = 30.0) -> None:
+        """Run ``expire_due_grants`` every ``interval`` seconds until cancelled (the API's background task)."""
+        while True:
+            try:
+                expired = await self.expire_due_grants()
+                if expired:
+                    log.info("grants expired: %s", ", ".join(g.id for g in expired))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a concurrent change or the broker away: try again next time
+                log.warning("could not write grant expiries yet: %s", exc)
+            await asyncio.sleep(interval)
+
     async def write_changes(self, changes: Sequence[Change]) -> None:
         """Write prepared entities as they are (seeding)."""
         if changes:
@@ -182,6 +233,10 @@ class ControlService(ControlView):
 
 def _one(topic: str, entity: Entity) -> tuple[Any, list[Change]]:
     return entity, [(topic, entity)]
+
+
+def _many(topic: str, entities: Sequence[Entity]) -> tuple[Any, list[Change]]:
+    return list(entities), [(topic, e) for e in entities]
 
 
 def _maybe(topic: str, entity: Entity | None, current: Any) -> tuple[Any, list[Change]]:
