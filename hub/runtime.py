@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from hub.broker.topics import COMPACTED_TOPICS, ensure_topics, hub_topics
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
 from hub.metrics.bundle import TIERS, HubMetrics
+from hub.metrics.faust_sensors import RegistryCollector, install_faust_sensors
 from hub.settings import Settings
 
 log = logging.getLogger("hub")
@@ -48,7 +49,8 @@ class ApiService(mode.Service):
     On start: the registry loads ``_schemas``; the control plane registers its schemas and loads its topics;
     the control audit log (``hub.audit.control``) resumes its chain and from then on audits every control change;
     the seed (``settings.seed_config``) is imported idempotently; then the HTTP API listens. While it runs,
-    ``hub_catalog_resources{tier}`` follows the catalogue.
+    ``hub_catalog_resources{tier}`` follows the catalogue, ``hub_audit_chain_ok`` the last saved
+    ``hub audit verify`` result, and ``/v1/stats`` the count snapshots on ``hub.counts``.
     """
 
     def __init__(self, settings: Settings, bootstrap: str, metrics_registry: CollectorRegistry,
@@ -64,6 +66,8 @@ class ApiService(mode.Service):
         self._registry_service: Any = None
         self._control: Any = None
         self._registry_client: Any = None
+        self._counts: Any = None
+        self._chain_watch: asyncio.Task[None] | None = None
         self._control_audit: Any = None
         self._expiry: asyncio.Task[None] | None = None
 
@@ -75,6 +79,7 @@ class ApiService(mode.Service):
         from hub.control.service import ControlService
         from hub.registry.client import RegistryClient
         from hub.registry.service import RegistryService
+        from hub.stats.reader import CountsFollower
 
         self._registry_service = RegistryService(self.settings, bootstrap=self.bootstrap)
         await self._registry_service.start()
@@ -94,8 +99,12 @@ class ApiService(mode.Service):
         self._expiry = asyncio.ensure_future(
             self._control.expire_grants_periodically(self.settings.grant_expiry_interval))
         self._watch = asyncio.ensure_future(self._watch_catalogue())
+        self._chain_watch = asyncio.ensure_future(self._watch_audit_chain())
+        self._counts = CountsFollower(self.settings, self.bootstrap)
+        await self._counts.start()
         api = create_api(self._registry_service, self.metrics_registry, control=self._control,
-                         operator_token=operator_token, control_audit=self._control_audit)
+                         operator_token=operator_token, exchange_figures=self._counts.figures,
+                         control_audit=self._control_audit)
         config = uvicorn.Config(
             api, host=self.settings.api_host, port=self.settings.api_port, log_level="warning",
             access_log=False, lifespan="off",
@@ -131,19 +140,36 @@ class ApiService(mode.Service):
                 seen = version
             await self._control.wait_for(seen + 1)
 
+    async def _watch_audit_chain(self, interval: float = 2.0) -> None:
+        """``hub_audit_chain_ok`` = the last saved ``hub audit verify`` result (1 until one was saved)."""
+        from hub.audit.verify import latest_verification
+
+        gauge = self.metrics.audit_chain_ok if self.metrics is not None else getattr(
+            self.metrics_registry, "_names_to_collectors", {}).get("hub_audit_chain_ok")
+        if gauge is None:
+            return
+        while True:
+            verification = latest_verification(self.settings)
+            if verification is not None:
+                gauge.set(1 if verification.ok else 0)
+            await asyncio.sleep(interval)
+
     async def on_stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, timeout=10)
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch
+        for task in (self._watch, self._chain_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if self._expiry is not None:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._expiry
+        if self._counts is not None:
+            await self._counts.stop()
         if self._control is not None:
             await self._control.stop()
         if self._control_audit is not None:
@@ -197,6 +223,8 @@ def run_worker(
     metrics_registry = CollectorRegistry()
     metrics = HubMetrics.create(metrics_registry)
     exchange = ExchangeWorker(settings, config, metrics, bootstrap)
+    # Faust's own sensors (faust_*), in their own registry, served on the same /metrics
+    metrics_registry.register(RegistryCollector(install_faust_sensors(exchange.app)))
     services: list[mode.ServiceT] = [exchange.closer]
     if with_api:
         services.append(ApiService(settings, bootstrap, metrics_registry))

@@ -1,9 +1,12 @@
-"""``hub audit``: verify the tamper-evident audit log (``hub.audit``) from the terminal.
+"""``hub audit``: verify the tamper-evident audit log (``hub.audit``) and reconcile the counts with it.
 
 ``hub audit verify`` checks ``hub.audit`` and the API's control audit log ``hub.audit.control`` (or the
 ``--topic`` given, repeatable) and exits 0 when every partition's hash chain holds, 1 when one is broken (printing the
 partition, offset and kind of the first broken link), 2 when it could not verify (no broker or registry,
 no such topic, a keyed chain without its key).
+
+``hub audit reconcile`` recounts every counter from the audit log and compares it with the durable counts
+(``hub.counts``): exit 0 equal, 1 differences or duplicates (with a table of them), 2 could not reconcile.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from hub.broker.topics import AUDIT_TOPIC
 from hub.settings import Settings
 
 if TYPE_CHECKING:
+    from hub.audit.reconcile import Reconciliation
     from hub.audit.verify import AuditVerification
 
-audit_app = typer.Typer(help="The tamper-evident audit log (hub.audit): verify its hash chains.",
-                        no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log (hub.audit): verify its hash chains, reconcile the "
+                        "counts with it.", no_args_is_help=True)
 
 console = Console()
 err = Console(stderr=True)
@@ -148,3 +152,92 @@ def _print(result: AuditVerification) -> None:
             b = p.result.first_break
             if b is not None and p.partition != partition:
                 console.print(f"  also partition {p.partition} offset {b.offset}: {b.kind} - {b.message}")
+
+
+@audit_app.command("reconcile")
+def reconcile(
+    bootstrap: Annotated[str | None, typer.Option(
+        "--bootstrap", help="host:port of the Kafka cluster (else HUB_BOOTSTRAP, else the local broker)")] = None,
+    registry: Annotated[str | None, typer.Option(
+        help="schema registry URL (else HUB_REGISTRY_URL, else the hub's API)")] = None,
+    topic: Annotated[str, typer.Option(help="the audit topic")] = AUDIT_TOPIC,
+    counts_topic: Annotated[str, typer.Option("--counts-topic", help="the count snapshots topic")] = "hub.counts",
+    wait: Annotated[float, typer.Option(
+        help="seconds to wait for count snapshots covering the log as it is now (0: compare what is covered)")
+    ] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print machine-readable JSON")] = False,
+) -> None:
+    """Recount every counter from the audit log and compare it with the hub's durable counts (hub.counts).
+
+    Each partition's current count snapshot is read first; the audit records below the offset it covers are
+    recounted (checkpoints skipped, each audit id once, duplicates reported) and compared key by key (day,
+    action, tiers, direction, resource, decision, reason). Exit 0: equal; 1: differences or duplicates;
+    2: could not reconcile.
+    """
+    from aiokafka.errors import KafkaError
+
+    from hub.audit.reconcile import reconcile as run_reconcile
+    from hub.registry.client import RegistryClientError
+    from hub.stats.reader import ReadStalled, TopicMissing
+
+    settings = Settings(bootstrap=bootstrap) if bootstrap else Settings()
+    address = _bootstrap(settings)
+    progress = Progress(
+        TextColumn(f"recounting {topic}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=True, disable=as_json or not err.is_terminal,
+    )
+    task = progress.add_task("records", total=None)
+    try:
+        with progress:
+            result = asyncio.run(run_reconcile(
+                settings, address, registry_url=registry, audit_topic=topic, counts_topic=counts_topic, wait=wait,
+                on_total=lambda n: progress.update(task, total=n), on_progress=lambda n: progress.advance(task, n),
+            ))
+    except TopicMissing as exc:
+        _fail(str(exc))
+    except (KafkaError, ReadStalled, RegistryClientError, OSError) as exc:
+        _fail(f"could not read {topic}: {exc}")
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        _print_reconciliation(result)
+    raise typer.Exit(result.exit_code)
+
+
+def _print_reconciliation(result: Reconciliation) -> None:
+    table = Table(title=f"{result.audit_topic} recounted against {result.counts_topic} "
+                  f"in {result.duration_s:.1f} s")
+    for name in ("partition", "audit log", "counts cover", "recounted", "checkpoints", "newer (not compared)"):
+        table.add_column(name, justify="right")
+    for p in result.partitions:
+        log = f"{p.log_start}-{p.log_end - 1}" if p.log_end > p.log_start else "empty"
+        cover = "no snapshot" if p.snapshot_offset is None else f"< {p.snapshot_offset}"
+        table.add_row(str(p.partition), log, cover, f"{p.recounted_records:,}", f"{p.checkpoints:,}",
+                      f"{p.uncovered:,}")
+    console.print(table)
+    if result.differences:
+        diff = Table(title=f"{len(result.differences)} difference(s)")
+        for name in ("partition", "day", "action", "tiers", "direction", "resource", "decision/reason", "counted",
+                     "audit log", "diff"):
+            diff.add_column(name, justify="right" if name in ("partition", "counted", "audit log", "diff") else "left")
+        for d in result.differences[:200]:
+            day, action, from_tier, to_tier, direction, resource, decision, reason = d.key
+            diff.add_row(str(d.partition), day, action, f"{from_tier}>{to_tier}", direction or "-", resource or "-",
+                         f"{decision}/{reason}", f"{d.counted:,}", f"{d.recounted:,}", f"{d.counted - d.recounted:+,}")
+        console.print(diff)
+        if len(result.differences) > 200:
+            console.print(f"... and {len(result.differences) - 200} more (--json lists all)")
+    if result.duplicate_count:
+        console.print(f"[bold red]{result.duplicate_count} duplicate audit record(s)[/] (counted once):")
+        for d in result.duplicates[:20]:
+            console.print(f"  partition {d.partition} offset {d.offset}: {d.node} {d.audit_id}")
+    for u in result.undecodable[:20]:
+        console.print(f"[bold red]undecodable[/] partition {u.partition} offset {u.offset}: {u.error}")
+    for line in result.missing + result.unverifiable:
+        console.print(f"[bold red]{line}[/]")
+    if result.equal:
+        console.print(f"[bold green]equal[/]: {result.counted_total:,} counted events, every counter recomputed "
+                      "from the audit log matches")
+    else:
+        console.print(f"[bold red]{result.status.upper()}[/]: counters {result.counted_total:,}, "
+                      f"audit log {result.recounted_total:,}")

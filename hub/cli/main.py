@@ -16,6 +16,8 @@ from hub.cli.acl import acl_app
 from hub.cli.audit import audit_app
 from hub.cli.control import catalog_app, node_app, scenario_app
 from hub.cli.grant import grant_app
+from hub.cli.stats import stats as stats_command
+from hub.cli.top import top as top_command
 from hub.settings import Settings
 
 app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
@@ -216,6 +218,10 @@ def demo(
     settings = settings_with(bootstrap=bootstrap, api_port=api_port)
     code = run_demo(settings, records_per_department=records, console=console)
     raise typer.Exit(code)
+
+
+app.command("stats")(stats_command)
+app.command("top")(top_command)
 
 
 def _pid() -> int:

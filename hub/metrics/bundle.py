@@ -1,7 +1,9 @@
 """All of the hub's Prometheus metrics in one bundle, created against an injected ``CollectorRegistry``.
 
 The names and labels are the SPEC contract. Label values come from bounded sets only (tiers, kinds,
-outcomes, directions, quarantine rules): never a node id, resource id or record key.
+outcomes, directions, quarantine rules): never a node id, resource id or record key. Besides the SPEC
+metrics: ``hub_consumer_lag`` (per worker, no labels: its topics are named by node id) and
+``hub_objections_overdue``. Series a dashboard or alert needs from the first scrape are created at zero.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ TIERS = ("national", "municipal", "district", "region", "hub")
 KINDS = ("publish", "deliver", "call", "report", "regional")
 OUTCOMES = ("ok", "denied", "quarantined", "error")
 DIRECTIONS = ("down", "up", "lateral", "regional")
+CALLED_TIERS = ("national", "municipal", "district", "region")
+CALL_OUTCOMES = ("ok", "denied", "error")
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -29,6 +33,7 @@ class HubMetrics:
     catalog_resources: Gauge
     audit_chain_ok: Gauge
     consumer_lag: Gauge
+    objections_overdue: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> HubMetrics:
@@ -61,11 +66,17 @@ class HubMetrics:
                 registry=registry,
             ),
             consumer_lag=Gauge(
-                "hub_consumer_lag", "Records on ingress not yet processed by this worker, by topic",
-                ["topic"], registry=registry,
+                "hub_consumer_lag", "Records on ingress not yet processed by this worker (end offset minus "
+                "position, summed over the ingress partitions it owns)", registry=registry,
+            ),
+            objections_overdue=Gauge(
+                "hub_objections_overdue", "Objections past the time limit of their current step", registry=registry
             ),
         )
         for direction in DIRECTIONS:  # present from the start, so rate() works from the first scrape
             metrics.records_delivered.labels(direction)
+        for tier in CALLED_TIERS:
+            for outcome in CALL_OUTCOMES:
+                metrics.calls.labels(tier, outcome)
         metrics.audit_chain_ok.set(1)
         return metrics

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from hub.metrics.bundle import HubMetrics
 from hub.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +28,19 @@ GRAFANA = DEPLOY / "grafana"
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = GRAFANA / "dashboards" / "hub.json"
 
-# SPEC metric contract, plus the two gauges the team adds, plus what Prometheus itself provides.
+# SPEC metric contract (with its labels), plus the two gauges the team adds, plus what Prometheus itself provides.
+SPEC_LABELS = {
+    "hub_events_total": ("kind", "from_tier", "to_tier", "outcome"),
+    "hub_records_delivered_total": ("direction",),
+    "hub_calls_total": ("to_tier", "outcome"),
+    "hub_quarantined_total": ("rule",),
+    "hub_event_latency_seconds": (),
+    "hub_objections_open": (),
+    "hub_catalog_resources": ("tier",),
+    "hub_audit_chain_ok": (),
+    "hub_consumer_lag": (),
+    "hub_objections_overdue": (),
+}
 CONTRACT_METRICS = {
     "hub_events_total",
     "hub_records_delivered_total",
@@ -236,7 +250,7 @@ def test_dashboard_uses_only_contract_metrics_and_covers_them() -> None:
     for quantile in ("0.5", "0.95", "0.99"):
         assert f"histogram_quantile({quantile}," in exprs
     assert 'outcome="denied"' in exprs
-    for label in ("direction", "rule", "tier", "topic", "to_tier, outcome", "kind, from_tier, to_tier"):
+    for label in ("direction", "rule", "tier", "instance", "to_tier, outcome", "kind, from_tier, to_tier"):
         assert f"by ({label})" in exprs, label
 
 
@@ -246,7 +260,21 @@ def test_metric_name_extraction() -> None:
     assert metric_names('sum(rate(hub_events_total{outcome="denied"}[1h] offset 5m)) or vector(0)') == {
         "hub_events_total"
     }
-    assert metric_names("max by (topic) (hub_consumer_lag)") == {"hub_consumer_lag"}
+    assert metric_names("sum by (instance) (hub_consumer_lag)") == {"hub_consumer_lag"}
+    assert metric_names('sum(rate(hub_events_total{outcome="denied"}[1m])) or on() vector(0)') == {"hub_events_total"}
+
+
+def test_the_code_exports_exactly_the_contract_metrics_with_their_labels() -> None:
+    """What deploy/ may use is what HubMetrics really registers: no drift between the code and the assets."""
+    registry = CollectorRegistry()
+    HubMetrics.create(registry)
+    exported = {}
+    for collector in set(registry._names_to_collectors.values()):  # noqa: SLF001 - the registered collectors
+        name = collector._name + ("_total" if collector._type == "counter" else "")  # noqa: SLF001
+        exported[name] = tuple(collector._labelnames)  # noqa: SLF001
+    assert set(exported) == CONTRACT_METRICS
+    assert exported == SPEC_LABELS
+    assert set(SPEC_LABELS) == CONTRACT_METRICS
 
 
 # --- promtool ----------------------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""``hub stats``: the DOMAIN.md figures table (and the counts behind it) from ``/v1/stats``, for a date range."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group
+from rich.table import Table
+
+from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, api_client, print_json
+
+console = Console()
+err = Console(stderr=True)
+
+
+
+def _day(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        err.print(f"[bold red]error:[/] --{name} {value!r} is not a day (YYYY-MM-DD)")
+        raise typer.Exit(2) from None
+
+
+def stats(
+    first: Annotated[str | None, typer.Option("--from", help="first day counted, YYYY-MM-DD (China time)")] = None,
+    last: Annotated[str | None, typer.Option("--to", help="last day counted, inclusive")] = None,
+    api: ApiOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The exchange figures (DOMAIN.md's table: calls, records down/up/regional, locality returns, catalogue
+    sizes) counted by the hub over a date range (default: every day counted), with their definitions."""
+    params = {"from": _day(first, "from"), "to": _day(last, "to")}
+    with api_client(api, token) as client:
+        data = client.call("GET", "/v1/stats", params=params)
+    if as_json:
+        print_json(data)
+        return
+    console.print(render_stats(data))
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def figures_table(exchange: dict[str, Any] | None, catalogue: dict[str, Any] | None = None) -> Table:
+    """The DOMAIN figures: label, the hub's value, what it counts, and what Shanghai reported."""
+    span = "every day counted"
+    if exchange is not None and (exchange.get("from") or exchange.get("to")):
+        span = f"{exchange.get('from') or '…'} to {exchange.get('to') or '…'}"
+    table = Table(title=f"Exchange figures ({span})", title_justify="left")
+    table.add_column("figure")
+    table.add_column("hub", justify="right", style="bold")
+    table.add_column("hub statistic", style="dim")
+    table.add_column("Shanghai reported", justify="right", style="dim")
+    if exchange is None:
+        table.add_row("(not counted yet: the hub has no count snapshots)", "-", "", "")
+        by_tier = (catalogue or {}).get("by_tier", {})
+        for tier in ("municipal", "district"):
+            table.add_row(f"resource catalogue entries, {tier}", _n(by_tier.get(tier, 0)), "catalogue size by tier", "")
+        return table
+    for figure in exchange["figures"]:
+        table.add_row(figure["label"], _n(figure["value"]), figure["definition"], figure["reported"])
+    return table
+
+
+def counts_tables(exchange: dict[str, Any]) -> list[Table]:
+    counts = exchange.get("counts") or {}
+    out = []
+    for key, title in (("by_action", "events by action"), ("by_direction", "deliveries by direction"),
+                       ("by_tier_pair", "deliveries and calls by tiers"), ("by_day", "events by day")):
+        values = counts.get(key) or {}
+        if not values:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column(key.removeprefix("by_").replace("_", " "))
+        table.add_column("count", justify="right")
+        for name, n in values.items():
+            table.add_row(name, _n(n))
+        out.append(table)
+    resources = counts.get("by_resource") or {}
+    if resources:
+        actions = sorted({a for c in resources.values() for a in c})
+        table = Table(title="by resource", title_justify="left")
+        table.add_column("resource")
+        for action in actions:
+            table.add_column(action, justify="right")
+        for resource, c in resources.items():
+            table.add_row(resource, *(_n(c.get(a, 0)) for a in actions))
+        out.append(table)
+    return out
+
+
+def render_stats(data: dict[str, Any]) -> Group:
+    exchange = data.get("exchange")
+    parts: list[Any] = [figures_table(exchange, data.get("catalogue"))]
+    if exchange is not None:
+        parts.extend(counts_tables(exchange))
+    return Group(*parts)
