@@ -368,7 +368,9 @@ class LocalBroker:
 
     def _format(self, *, secure: bool = False) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        args = ["format", "-t", cluster_id, "-c", str(self.config_file), "--standalone", "--ignore-formatted"]
+        # one argument: a base64 id may start with '-', which the tool would read as an option
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(self.config_file), "--standalone",
+                "--ignore-formatted"]
         if secure:
             hub_pw = self._secret(self.admin_password_file)
             args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={hub_pw}]"]

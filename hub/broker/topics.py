@@ -18,6 +18,7 @@ SCHEMAS_TOPIC = "_schemas"
 COUNTS_TOPIC = "hub.counts"  # per-partition count snapshots, written by the owner of ingress partition p
 RECORDS_TOPIC = "hub.records"  # current record per (resource, primary key): the materialised databases
 PARTITIONED_COMPACTED = (COUNTS_TOPIC, RECORDS_TOPIC)
+SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
 # single-partition control state
 COMPACTED_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
 
@@ -78,6 +79,9 @@ async def ensure_topics(
 
 
 def _topic_configs(topic: str, compact: set[str]) -> dict[str, str]:
+    if topic == COUNTS_TOPIC:  # whole-table snapshots: allow large messages
+        return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
+                "max.message.bytes": str(SNAPSHOT_MAX_BYTES)}
     if topic in PARTITIONED_COMPACTED:
         return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
     return {"cleanup.policy": "compact"} if topic in compact else {}

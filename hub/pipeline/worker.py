@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from hub.audit.chain import ChainState, ChainWriter
 from hub.broker.kafka_config import kafka_client_kwargs
-from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
+from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC, SNAPSHOT_MAX_BYTES
 from hub.calls.agents import install_call_agents  # calls hook
 from hub.catalogue.model import ExchangeConfig
 from hub.control.view import ControlView
@@ -148,7 +148,7 @@ class ExchangeWorker:
         kafka = kafka_client_kwargs(self.settings)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-            max_batch_size=256 * 1024, max_request_size=4 * 1024 * 1024, **kafka,
+            max_batch_size=256 * 1024, max_request_size=SNAPSHOT_MAX_BYTES, **kafka,
         )
         await self.producer.start()
         self.sender = BatchSender(self.producer)

@@ -7,6 +7,7 @@ and a recount from the audit log can only differ if records were lost or counted
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -66,11 +67,16 @@ class CountTable:
 
 
 def encode_snapshot(audit_offset: int, table: CountTable, chain_head: str | None) -> bytes:
-    """One partition's counts as of an audit offset (everything before it is counted)."""
-    return json.dumps({"audit_offset": audit_offset, "chain_head": chain_head, "counts": table.to_json()},
+    """One partition's counts as of an audit offset (everything before it is counted), zlib-compressed.
+
+    Snapshots hold every counter since the start (~114 bytes each as JSON, ~8x less compressed); with
+    ``hub.counts`` accepting 16 MiB messages that is about a million counters per partition.
+    """
+    text = json.dumps({"audit_offset": audit_offset, "chain_head": chain_head, "counts": table.to_json()},
                       separators=(",", ":")).encode()
+    return zlib.compress(text, 1)
 
 
 def decode_snapshot(value: bytes) -> tuple[int, CountTable, str | None]:
-    data = json.loads(value)
+    data = json.loads(value if value[:1] == b"{" else zlib.decompress(value))  # plain JSON: older snapshots
     return int(data["audit_offset"]), CountTable.from_json(data["counts"]), data.get("chain_head")

@@ -151,3 +151,15 @@ def test_v1_stats_bad_range_is_a_422_with_a_message(client: TestClient, params: 
 
 def test_v1_stats_needs_a_token(client: TestClient) -> None:
     assert client.get("/v1/stats", headers={"Authorization": ""}).status_code == 401
+
+
+def test_snapshots_round_trip_compressed_and_read_plain_json_too() -> None:
+    import json as _json
+
+    from hub.stats.counts import CountTable, decode_snapshot, encode_snapshot
+
+    table = CountTable({("2026-11-25", "publish", "municipal", "municipal", "", "r", "allow", "accepted"): 3})
+    value = encode_snapshot(42, table, "abc")
+    assert value[:1] != b"{" and decode_snapshot(value) == (42, table, "abc")
+    plain = _json.dumps({"audit_offset": 7, "chain_head": None, "counts": table.to_json()}).encode()
+    assert decode_snapshot(plain) == (7, table, None)
