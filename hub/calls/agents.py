@@ -188,7 +188,7 @@ class CallAgents:
         self.view: CallView | None = None
         self._ready: asyncio.Future[None] | None = None
         self._starting: asyncio.Task[None] | None = None
-        self.sender: BatchSender | None = None
+        self.sender: ImmediateSender | None = None
         self.registry: RegistryClient | None = None
         self.reply_encode: Callable[[dict[str, Any]], bytes] | None = None
         self._masked: dict[tuple[str, str, int], tuple[int, Callable[[dict[str, Any]], bytes]]] = {}
@@ -210,7 +210,7 @@ class CallAgents:
         reply_id = await self.registry.register(REPLY_SUBJECT, _schema_text("schemas/hub/call_reply.avsc"))
         reply = await self.registry.schema_by_id(reply_id)
         self.reply_encode = framing.make_encoder(reply_id, reply.schema_str)
-        self.sender = BatchSender(ex.producer)
+        self.sender = ImmediateSender(ex.producer)
         await self.state.start(ex.producer, self.registry, self._resource)
 
     def _resource(self, resource_id: str) -> Resource | None:
@@ -259,21 +259,41 @@ class CallAgents:
         now = int(time.time() * 1000)
         batch = _Batch()
         requests = [r for r in records if r.topic != CALLS_TOPIC]
-        staged = [r for r in records if r.topic == CALLS_TOPIC]
         await self._fetch_schemas(r.value for r in requests)
         for rec in requests:
             self._admit(rec, view, now, batch)
-        if staged:
-            await self.state.wait_ready({r.partition for r in staged})
-            envelopes = [(rec, self._envelope(rec)) for rec in staged]
-            if any(env is not None and env.stage is Stage.LOOKUP for _, env in envelopes):
-                await self.state.caught_up({rec.partition for rec, env in envelopes if env is not None})
-            lookups: list[tuple[int, Envelope, Row | None]] = []
-            for rec, env in envelopes:
-                if env is not None:
-                    self._stage(rec.partition, env, view, now, batch, lookups)
-            await self._lookups(lookups, view, now, batch)
+        work = [(rec.partition, env) for rec in records if rec.topic == CALLS_TOPIC
+                if (env := self._envelope(rec)) is not None]
+        while True:
+            work += await self._local(batch)
+            if not work:
+                break
+            await self._stages(work, view, now, batch)
+            work = []
         await self._send(batch, now)
+
+    async def _local(self, batch: _Batch) -> list[tuple[int, Envelope]]:
+        """Forwards whose next stage this worker owns are handled here and now, without the hop through Kafka
+        (every stage with one worker; 1/N of them with N): the same state, the same partition's audit chain."""
+        assert self.sender is not None
+        parts = await self.sender._partitions_of(CALLS_TOPIC)
+        local, remote = [], []
+        for _, forward in batch.forwards:
+            target = self.sender.partitioner(forward.route_key, parts, parts)
+            (local if target in self.state.owned else remote).append((target, forward))
+        batch.forwards = remote
+        return [(target, forward.envelope) for target, forward in local]
+
+    async def _stages(self, work: Sequence[tuple[int, Envelope]], view: CallView, now: int, batch: _Batch) -> None:
+        """Run admitted calls' next stage at partition p (read from hub.calls, or local forwards)."""
+        await self.state.wait_ready({p for p, _ in work})
+        lookup_parts = {p for p, env in work if env.stage is Stage.LOOKUP}
+        if lookup_parts:
+            await self.state.caught_up(lookup_parts)
+        lookups: list[tuple[int, Envelope, Row | None]] = []
+        for partition, env in work:
+            self._stage(partition, env, view, now, batch, lookups)
+        await self._lookups(lookups, view, now, batch)
 
     def _admit(self, rec: RawRecord, view: CallView, now: int, batch: _Batch) -> None:
         node = core.node_of_request_topic(rec.topic) or ""
@@ -372,14 +392,14 @@ class CallAgents:
     # ---------- sending, auditing, counting ----------
     async def _send(self, batch: _Batch, now: int) -> None:
         ex = self.exchange
-        producer: AIOKafkaProducer = ex.producer
         assert self.sender is not None and self.reply_encode is not None
         if batch.quota_writes:  # the count is durable before the call it counts goes on
-            await _all([await producer.send(QUOTA_TOPIC, b"1", key=key, partition=p)
-                        for p, key in batch.quota_writes])
+            counted = [OutRecord(QUOTA_TOPIC, key, b"1", []) for _, key in batch.quota_writes]
+            await _all(await self.sender.send_now(counted, [p for p, _ in batch.quota_writes]))
         replies = await self._dedupe(batch.replies)
         outputs = [OutRecord(CALLS_TOPIC, f.route_key, f.envelope.encode(),
                              [(core.H_STAGE, str(f.envelope.stage).encode())]) for _, f in batch.forwards]
+        partitions: list[int | None] = [p for p, _ in batch.forwards]
         for _, reply in replies:
             headers = [(core.H_REQUEST_ID, reply.request_id.encode()), (H_EVENT_ID, reply.request_id.encode())]
             if reply.resource is not None:
@@ -394,7 +414,7 @@ class CallAgents:
             outputs.append(out)
             audits.append((rec.partition, audit))
         if outputs:
-            await _all(await self.sender.send(outputs))
+            await _all(await self.sender.send_now(outputs, partitions))
         if audits:
             for p in {p for p, _ in audits}:
                 if p not in ex.partitions:
@@ -464,8 +484,36 @@ class CallAgents:
         await fetch_schemas(self.registry, values)
 
 
+class ImmediateSender(BatchSender):
+    """``BatchSender`` whose record batches leave at once: each is closed when enqueued, so it does not wait out
+    the producer's linger (~5 ms a hop on the call path). Records may name their partition."""
+
+    async def send_now(self, outputs: Iterable[OutRecord], partitions: Sequence[int | None] = ()) -> list[Any]:
+        grouped: dict[tuple[str, int], list[OutRecord]] = {}
+        for n, out in enumerate(outputs):
+            partition = partitions[n] if n < len(partitions) else None
+            if partition is None:
+                parts = await self._partitions_of(out.topic)
+                partition = (parts[next(self._round_robin) % len(parts)] if out.key is None
+                             else self.partitioner(out.key, parts, parts))
+            grouped.setdefault((out.topic, partition), []).append(out)
+        futures: list[Any] = []
+        for (topic, partition), records in grouped.items():
+            batch = self.producer.create_batch()
+            for out in records:
+                while batch.append(key=out.key, value=out.value, timestamp=None, headers=out.headers) is None:
+                    batch.close()
+                    futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+                    batch = self.producer.create_batch()
+            if batch.record_count():
+                batch.close()
+                futures.append(await self.producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+
 class _Batch:
-    """What one batch produces: replies (with the partition whose audit chain records them), forwards, writes."""
+    """What one batch produces: replies (with the partition whose audit chain records them), forwards (with the
+    partition they came from, then the one they go to), changelog writes and quarantined requests."""
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, Reply]] = []
@@ -526,6 +574,7 @@ class CallState:
         self._pending_commit: dict[TopicPartition, int] = {}
         self._committed_at = 0.0
         self.consumer: AIOKafkaConsumer | None = None
+        self._offsets: AIOKafkaConsumer | None = None  # asks end offsets only (the reader's wait behind its fetch)
         self.producer: AIOKafkaProducer | None = None
         self.registry: RegistryClient | None = None
         self.resource_of: Callable[[str], Resource | None] = lambda _: None
@@ -543,6 +592,9 @@ class CallState:
             fetch_max_wait_ms=100, **kafka_client_kwargs(self.settings),
         )
         await self.consumer.start()
+        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                         **kafka_client_kwargs(self.settings))
+        await self._offsets.start()
         self._index_partitions = sorted(await producer.partitions_for(INDEX_TOPIC))
         self._task = asyncio.ensure_future(self._run())
 
@@ -558,6 +610,15 @@ class CallState:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
             self.consumer = None
+        if self._offsets is not None:
+            with contextlib.suppress(Exception):
+                await self._offsets.stop()
+            self._offsets = None
+
+    @property
+    def owned(self) -> set[int]:
+        """Partitions whose state this worker holds (or is restoring): their calls are answered here."""
+        return self._wanted if self._wanted is not None else self._owned
 
     def assign(self, partitions: set[int]) -> None:
         """The partitions this worker owns now (from the rebalance); applied by the reading loop."""
@@ -573,11 +634,11 @@ class CallState:
     async def caught_up(self, partitions: Iterable[int], timeout: float = CAUGHT_UP_TIMEOUT_S) -> None:
         """Wait until the tables hold everything on ``hub.records`` now (a call sees every row written before it)."""
         consumer = self.consumer
-        if consumer is None:
+        if consumer is None or self._offsets is None:
             return
         tps = [TopicPartition(RECORDS_TOPIC, p) for p in partitions]
         try:
-            ends = await consumer.end_offsets(tps)
+            ends = await self._offsets.end_offsets(tps)
         except Exception as exc:
             log.debug("end offsets for a call failed: %r", exc)
             return
