@@ -56,11 +56,12 @@ from hub.calls.core import (
 )
 from hub.catalogue.model import Resource
 from hub.pipeline.core import H_EVENT_ID, OutRecord, RawRecord, store_key
+from hub.pipeline.faust_io import gather_all, raw_record, schema_text
 from hub.pipeline.sender import BatchSender
 from hub.policy.masking import apply_mask, derived_schema
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
-from hub.settings import REPO_ROOT, Settings
+from hub.settings import Settings
 
 log = logging.getLogger("hub.calls")
 
@@ -206,8 +207,8 @@ class CallAgents:
             ex.ctx = await ex._prepare()
         self.registry = ex.registry
         assert self.registry is not None and ex.producer is not None
-        await self.registry.register(REQUEST_SUBJECT, _schema_text("schemas/hub/call_request.avsc"))
-        reply_id = await self.registry.register(REPLY_SUBJECT, _schema_text("schemas/hub/call_reply.avsc"))
+        await self.registry.register(REQUEST_SUBJECT, schema_text("schemas/hub/call_request.avsc"))
+        reply_id = await self.registry.register(REPLY_SUBJECT, schema_text("schemas/hub/call_reply.avsc"))
         reply = await self.registry.schema_by_id(reply_id)
         self.reply_encode = framing.make_encoder(reply_id, reply.schema_str)
         self.sender = ImmediateSender(ex.producer)
@@ -243,7 +244,7 @@ class CallAgents:
     # ---------- the agent ----------
     async def _agent(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(CALL_BATCH_MAX, within=CALL_BATCH_WITHIN):
-            records = [_raw(e.message) for e in events]
+            records = [raw_record(e.message) for e in events]
             try:
                 await self.handle(records)
             except Exception:
@@ -395,7 +396,7 @@ class CallAgents:
         assert self.sender is not None and self.reply_encode is not None
         if batch.quota_writes:  # the count is durable before the call it counts goes on
             counted = [OutRecord(QUOTA_TOPIC, key, b"1", []) for _, key in batch.quota_writes]
-            await _all(await self.sender.send_now(counted, [p for p, _ in batch.quota_writes]))
+            await gather_all(await self.sender.send_now(counted, [p for p, _ in batch.quota_writes]))
         replies = await self._dedupe(batch.replies)
         outputs = [OutRecord(CALLS_TOPIC, f.route_key, f.envelope.encode(),
                              [(core.H_STAGE, str(f.envelope.stage).encode())]) for _, f in batch.forwards]
@@ -414,7 +415,7 @@ class CallAgents:
             outputs.append(out)
             audits.append((rec.partition, audit))
         if outputs:
-            await _all(await self.sender.send_now(outputs, partitions))
+            await gather_all(await self.sender.send_now(outputs, partitions))
         if audits:
             for p in {p for p, _ in audits}:
                 if p not in ex.partitions:
@@ -748,7 +749,7 @@ class CallState:
                                      partition=self._partitioner(c.partition_key, parts, parts))
             for c in changes
         ]
-        await _all(futures)
+        await gather_all(futures)
 
     async def _commit(self, force: bool = False) -> None:
         if not self._pending_commit or self.consumer is None:
@@ -812,21 +813,3 @@ class CallState:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-async def _all(futures: Sequence[Any]) -> list[Any]:
-    return list(await asyncio.gather(*futures)) if futures else []
-
-
-def _raw(message: Any) -> RawRecord:
-    headers = message.headers or ()
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return RawRecord(
-        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
-        value=message.value, headers=headers, timestamp_ms=int((message.timestamp or 0) * 1000),
-    )
-
-
-def _schema_text(relative: str) -> str:
-    return json.dumps(json.loads((REPO_ROOT / relative).read_text(encoding="utf-8")))

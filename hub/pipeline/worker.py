@@ -47,13 +47,14 @@ from hub.pipeline.core import (
     RawRecord,
     process_batch,
 )
+from hub.pipeline.faust_io import gather_all, raw_record, schema_text
 from hub.pipeline.partition_state import PartitionState, restore_partition
 from hub.pipeline.sender import BatchSender
 from hub.policy.masking import derived_schema, is_passthrough, plan_for
 from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
-from hub.settings import REPO_ROOT, Settings
+from hub.settings import Settings
 from hub.stats.counts import encode_snapshot
 
 log = logging.getLogger("hub.worker")
@@ -156,9 +157,9 @@ class ExchangeWorker:
             bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, **kafka
         )
         await self.state_reader.start()
-        audit_id = await self.registry.register(AUDIT_SUBJECT, _schema_text("schemas/hub/audit_record.avsc"))
+        audit_id = await self.registry.register(AUDIT_SUBJECT, schema_text("schemas/hub/audit_record.avsc"))
         quarantine_id = await self.registry.register(
-            QUARANTINE_SUBJECT, _schema_text("schemas/hub/quarantine_record.avsc")
+            QUARANTINE_SUBJECT, schema_text("schemas/hub/quarantine_record.avsc")
         )
         audit = await self.registry.schema_by_id(audit_id)
         quarantine = await self.registry.schema_by_id(quarantine_id)
@@ -251,7 +252,7 @@ class ExchangeWorker:
     # ---------- the agent ----------
     async def _agent(self, stream: faust.StreamT) -> None:
         async for events in stream.take_events(self.settings.batch_max, within=self.settings.batch_within):
-            records = [_raw(e.message) for e in events]
+            records = [raw_record(e.message) for e in events]
             try:
                 await self.handle(records)
             except Exception:
@@ -271,7 +272,7 @@ class ExchangeWorker:
             self.partitions[partition] = await self._restore(partition)
         result = process_batch(records, self.ctx)
         assert self.sender is not None
-        await _all(await self.sender.send(result.outputs))
+        await gather_all(await self.sender.send(result.outputs))
         await self._write_audit(result.audits)
         self._count(result.tally, result.latencies_from_ms)
         self.batches += 1
@@ -361,7 +362,7 @@ class ExchangeWorker:
                 futures.append(await self.producer.send(
                     COUNTS_TOPIC, value, key=str(state.partition).encode(), partition=state.partition))
                 state.snapshot_offset, state.snapshot_at = offset, now
-            await _all(futures)
+            await gather_all(futures)
 
     async def _on_revoked(self, sender: Any = None, revoked: Any = (), **_: Any) -> None:
         """A partition moving to another worker: snapshot its counts, then forget its state."""
@@ -456,21 +457,3 @@ class _Closer(mode.Service):
 
     async def on_stop(self) -> None:
         await self.exchange.close()
-
-
-async def _all(futures: Sequence[Any]) -> list[Any]:
-    return list(await asyncio.gather(*futures)) if futures else []
-
-
-def _raw(message: Any) -> RawRecord:
-    headers = message.headers or ()
-    if isinstance(headers, dict):
-        headers = list(headers.items())
-    return RawRecord(
-        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
-        value=message.value, headers=headers, timestamp_ms=int((message.timestamp or 0) * 1000),
-    )
-
-
-def _schema_text(relative: str) -> str:
-    return json.dumps(json.loads((REPO_ROOT / relative).read_text(encoding="utf-8")))
