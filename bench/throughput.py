@@ -64,21 +64,33 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], headers: list
 
 async def output_span(bootstrap: str, topic: str, expected: int, timeout: float) -> tuple[int, float]:
     """Wait until ``expected`` records are on ``topic``; return (count, last timestamp - first timestamp)."""
+    probe = AIOKafkaProducer(bootstrap_servers=bootstrap)  # partitions_for waits for the topic's metadata
+    await probe.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(await probe.partitions_for(topic))]
+    finally:
+        await probe.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         count, first, last = 0, None, None
+        stamps: list[int] = []
         deadline = time.monotonic() + timeout
         while count < expected and time.monotonic() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=500, max_records=50_000)).values():
                 for m in msgs:
                     count += 1
+                    stamps.append(m.timestamp)
                     first = m.timestamp if first is None else min(first, m.timestamp)
                     last = m.timestamp if last is None else max(last, m.timestamp)
         span = ((last or 0) - (first or 0)) / 1000.0
+        if stamps:
+            stamps.sort()
+            marks = [stamps[min(len(stamps) - 1, len(stamps) * q // 10)] - stamps[0] for q in range(11)]
+            print(f"{topic}: {count} records over {span:.2f} s; ms after the first at each tenth: {marks}",
+                  file=sys.stderr)
         return count, span
     finally:
         await consumer.stop()
