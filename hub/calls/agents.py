@@ -31,7 +31,6 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 
 from hub.broker.kafka_config import kafka_client_kwargs
 from hub.broker.topics import RECORDS_TOPIC
@@ -280,7 +279,10 @@ class CallAgents:
         parts = await self.sender._partitions_of(CALLS_TOPIC)
         local, remote = [], []
         for _, forward in batch.forwards:
-            target = self.sender.partitioner(forward.route_key, parts, parts)
+            if forward.envelope.stage is Stage.INDEX:  # the index topic's partitioning
+                target = core.index_partition(forward.route_key, parts)
+            else:  # the default partitioner's, as hub.records is written with
+                target = self.sender.partitioner(forward.route_key, parts, parts)
             (local if target in self.state.owned else remote).append((target, forward))
         batch.forwards = remote
         return [(target, forward.envelope) for target, forward in local]
@@ -579,14 +581,23 @@ class CallState:
         self.producer: AIOKafkaProducer | None = None
         self.registry: RegistryClient | None = None
         self.resource_of: Callable[[str], Resource | None] = lambda _: None
+        self._index_producer: AIOKafkaProducer | None = None
+        self._index_sender: ImmediateSender | None = None
+        self._fields: dict[str, tuple[str, ...]] = {}  # resource id -> indexed fields (per catalogue version)
+        self._fields_of: dict[str, Resource] = {}
         self._task: asyncio.Task[None] | None = None
-        self._partitioner = DefaultPartitioner()
         self._index_partitions: list[int] = []
         self.applied = 0
 
     async def start(self, producer: AIOKafkaProducer, registry: RegistryClient,
                     resource_of: Callable[[str], Resource | None]) -> None:
         self.producer, self.registry, self.resource_of = producer, registry, resource_of
+        # the index's own producer: its writes never queue behind (or hold up) the exchange's produce requests
+        self._index_producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024,
+            **kafka_client_kwargs(self.settings))
+        await self._index_producer.start()
+        self._index_sender = ImmediateSender(self._index_producer)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, group_id=f"{self.settings.app_id}.calls-state",
             enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -615,6 +626,10 @@ class CallState:
             with contextlib.suppress(Exception):
                 await self._offsets.stop()
             self._offsets = None
+        if self._index_producer is not None:
+            with contextlib.suppress(Exception):
+                await self._index_producer.stop()
+            self._index_producer = None
 
     @property
     def owned(self) -> set[int]:
@@ -715,23 +730,43 @@ class CallState:
         advanced.set()
 
     def _apply_record(self, table: RecordTable, m: Any, live: bool, emits: list[core.IndexChange]) -> None:
+        """One ``hub.records`` record into the table; a live one (not yet indexed) also into the index changes.
+
+        Restored records are stored undecoded; a row's indexed values are decoded when a newer version needs
+        them to retract what changed, so a restore costs no Avro decoding.
+        """
         if m.key is None:
             return
-        parsed = core.resource_of_store_key(m.key)
-        if parsed is None:
-            return
-        rid, pk = parsed
-        indexed: tuple[tuple[str, str], ...] = ()
-        resource = self.resource_of(rid)
-        fields = core.indexed_fields(resource) if resource is not None else ()
-        if m.value is not None and fields:
-            record = self._decode(m.value)
-            if record is not None:
-                indexed = core.index_values(record, fields)
-        row = Row(m.value, m.offset, m.timestamp, indexed) if m.value is not None else None
+        row = Row(m.value, m.offset, m.timestamp) if m.value is not None else None
         old = table.apply(m.key, row)
-        if live and (indexed or (old is not None and old.indexed)):
-            emits.extend(core.index_changes(rid, pk, old.indexed if old else (), indexed, m.timestamp))
+        if not live:
+            return
+        parsed = core.resource_of_store_key(m.key)
+        fields = self._indexed(parsed[0]) if parsed is not None else ()
+        if not fields:
+            return
+        assert parsed is not None
+        new = self._values(m.value, fields)
+        if row is not None:
+            row.indexed = new
+        before = (old.indexed if old.indexed is not None else self._values(old.value, fields)) if old else ()
+        if new or before:
+            emits.extend(core.index_changes(parsed[0], parsed[1], before, new, m.timestamp))
+
+    def _values(self, value: bytes | None, fields: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        record = self._decode(value) if value is not None else None
+        return core.index_values(record, fields) if record is not None else ()
+
+    def _indexed(self, resource_id: str) -> tuple[str, ...]:
+        """The resource's indexed fields, computed once per catalogue entry version."""
+        resource = self.resource_of(resource_id)
+        if resource is None:
+            return ()
+        known = self._fields.get(resource_id)
+        if known is None or self._fields_of.get(resource_id) is not resource:
+            known = self._fields[resource_id] = core.indexed_fields(resource)
+            self._fields_of[resource_id] = resource
+        return known
 
     def _decode(self, value: bytes) -> dict[str, Any] | None:
         try:
@@ -742,14 +777,11 @@ class CallState:
             return None
 
     async def _emit(self, changes: Sequence[core.IndexChange]) -> None:
-        assert self.producer is not None
+        assert self._index_sender is not None
         parts = self._index_partitions
-        futures = [
-            await self.producer.send(INDEX_TOPIC, c.value, key=c.key,
-                                     partition=self._partitioner(c.partition_key, parts, parts))
-            for c in changes
-        ]
-        await gather_all(futures)
+        records = [OutRecord(INDEX_TOPIC, c.key, c.value, []) for c in changes]  # type: ignore[arg-type]
+        placed: list[int | None] = [core.index_partition(c.partition_key, parts) for c in changes]
+        await gather_all(await self._index_sender.send_now(records, placed))
 
     async def _commit(self, force: bool = False) -> None:
         if not self._pending_commit or self.consumer is None:

@@ -306,7 +306,8 @@ def test_index_changes_retract_old_values_and_the_index_follows() -> None:
     old = (("resident_id", "A"), ("site_uscc", "S"))
     new = (("resident_id", "B"), ("site_uscc", "S"))
     changes = core.index_changes(VACCINATION, "v-1", old, new, 99)
-    assert [(json.loads(c.key)[2], c.value) for c in changes] == [("A", None), ("B", b"99")]
+    assert [(core.parse_index_entry_key(c.key)[2], c.value) for c in changes] == [("A", None), ("B", b"99")]
+    assert core.parse_index_entry_key(changes[0].key) == (VACCINATION, "resident_id", "A", "v-1")
     index = IndexTable()
     for c in core.index_changes(VACCINATION, "v-1", (), old, 50) + changes:
         index.apply(c.key, c.value)
