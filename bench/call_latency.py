@@ -23,7 +23,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import date
@@ -33,8 +32,8 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.throughput import create_topics, start_hub, stop_hub
-from hub.broker.manager import LocalBroker, free_port
+from bench.throughput import create_topics, run_on_a_broker, start_hub, stop_hub
+from hub.broker.manager import free_port
 from hub.calls.client import CallClient
 from hub.identifiers import resident_id_check_char
 from hub.registry import framing
@@ -266,20 +265,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="measure with 1, then up to this many workers")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-calls-") as tmp:
-        state = Path(tmp)
-        existing = os.environ.get("HUB_BOOTSTRAP")
-        broker = None
-        if existing:
-            bootstrap = existing
-        else:
-            broker = LocalBroker(Settings(state_dir=state / "kafka"))
-            bootstrap = broker.start(port=free_port(), controller_port=free_port(), owned=True)[0].bootstrap
-        try:
-            result = asyncio.run(run(args, bootstrap, state / "hub"))
-        finally:
-            if broker is not None:
-                broker.stop()
+    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-calls-")
     if args.json:
         print(json.dumps(result))
         return

@@ -22,7 +22,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,6 +35,8 @@ from hub.demo.data import record_generator
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
+
+T = TypeVar("T")
 
 RESOURCE = "municipal.health.vaccination"
 SUBJECT = "municipal.health.vaccination-value"
@@ -198,14 +202,9 @@ async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str
             "hub_delivered": hub_count}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the hub to drain")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+def run_on_a_broker(bench: Callable[[str, Path], Coroutine[Any, Any, T]], *, prefix: str = "hub-bench-") -> T:
+    """Run ``bench(bootstrap, hub_state_dir)`` on ``HUB_BOOTSTRAP``, or on a fresh local broker stopped after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         state = Path(tmp)
         existing = os.environ.get("HUB_BOOTSTRAP")
         broker = None
@@ -215,10 +214,20 @@ def main() -> None:
             broker = LocalBroker(Settings(state_dir=state / "kafka"))
             bootstrap = broker.start(port=free_port(), controller_port=free_port(), owned=True)[0].bootstrap
         try:
-            result = asyncio.run(run(args, bootstrap, state / "hub"))
+            return asyncio.run(bench(bootstrap, state / "hub"))
         finally:
             if broker is not None:
                 broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the hub to drain")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-")
     if args.json:
         print(json.dumps(result))
         return
