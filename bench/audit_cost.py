@@ -47,6 +47,26 @@ def best_ns_per_item(fn: Callable[[], int], repeats: int, setup: Callable[[], No
     return best
 
 
+def vaccination_codec(n: int, rng: random.Random) -> Callable[[], int]:
+    """The baseline every cost is compared with: fastavro decode + encode of ``n`` vaccination records."""
+    vaccination = json.loads((REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text(encoding="utf-8"))
+    parsed = fastavro.parse_schema(vaccination)
+    make = record_generator(vaccination)
+    payloads = []
+    for _ in range(n):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, make(rng))
+        payloads.append(out.getvalue())
+
+    def codec() -> int:
+        reader, writer = fastavro.schemaless_reader, fastavro.schemaless_writer
+        for payload in payloads:
+            writer(io.BytesIO(), parsed, reader(io.BytesIO(payload), parsed))
+        return len(payloads)
+
+    return codec
+
+
 def audit_record(i: int, rng: random.Random) -> dict[str, Any]:
     """An unsealed AuditRecord shaped like the pipeline's deliver records."""
     event = f"{rng.getrandbits(128):032x}"
@@ -103,20 +123,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         assert result.ok
         return len(sealed)
 
-    vaccination = json.loads((REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text(encoding="utf-8"))
-    parsed = fastavro.parse_schema(vaccination)
-    make = record_generator(vaccination)
-    payloads = []
-    for _ in range(args.records):
-        out = io.BytesIO()
-        fastavro.schemaless_writer(out, parsed, make(rng))
-        payloads.append(out.getvalue())
-
-    def codec() -> int:
-        reader, writer = fastavro.schemaless_reader, fastavro.schemaless_writer
-        for payload in payloads:
-            writer(io.BytesIO(), parsed, reader(io.BytesIO(payload), parsed))
-        return len(payloads)
+    codec = vaccination_codec(args.records, rng)
 
     encode_ns = best_ns_per_item(encode_audit, args.repeats)
     verify_ns = best_ns_per_item(verify_chain, args.repeats)

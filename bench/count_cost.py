@@ -21,24 +21,20 @@ Measured in one process and run, best of ``--repeats`` passes each:
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import types
 from collections.abc import Callable
 from typing import Any
 
-import fastavro
 from faust.sensors.monitor import Monitor
 from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from bench.audit_cost import NOW, audit_record, best_ns_per_item
+from bench.audit_cost import NOW, audit_record, best_ns_per_item, vaccination_codec
 from hub.audit.reconcile import Recount
-from hub.demo.data import record_generator
 from hub.metrics.faust_sensors import BoundedPrometheusMonitor
-from hub.settings import REPO_ROOT
 from hub.stats.counts import CountTable, encode_snapshot
 
 AUDITS_PER_EVENT = 3  # publish + civil-affairs (lateral) + the record's district (locality return)
@@ -129,20 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     snapshot_ns = best_ns_per_item(lambda: (encode_snapshot(123_456, table, "ab" * 32), 1)[1], args.repeats)
     snapshot_bytes = len(encode_snapshot(123_456, table, "ab" * 32))
 
-    vaccination = json.loads((REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text(encoding="utf-8"))
-    parsed = fastavro.parse_schema(vaccination)
-    make = record_generator(vaccination)
-    payloads = []
-    for _ in range(args.events):
-        out = io.BytesIO()
-        fastavro.schemaless_writer(out, parsed, make(rng))
-        payloads.append(out.getvalue())
-
-    def codec() -> int:
-        reader, writer = fastavro.schemaless_reader, fastavro.schemaless_writer
-        for payload in payloads:
-            writer(io.BytesIO(), parsed, reader(io.BytesIO(payload), parsed))
-        return len(payloads)
+    codec = vaccination_codec(args.events, rng)
 
     count_ns = best_ns_per_item(count, args.repeats)
     recount_ns = best_ns_per_item(recount, args.repeats)

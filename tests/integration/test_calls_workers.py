@@ -5,11 +5,8 @@ leaves, the other restores the moved partitions' tables and quota counts from th
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hub.broker.manager import LocalBroker, free_port
 from hub.settings import Settings
 
-from .hubproc import HubProcess, start_hub
+from .hubproc import HubProcess, start_hub, start_worker
 from .test_calls import ENROLMENT, PERSON, Caller, person, publish, resident_id
 
 pytestmark = pytest.mark.integration
@@ -37,14 +34,6 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield info.bootstrap
     finally:
         broker.stop()
-
-
-def start_worker(hub: HubProcess, app_id: str, state: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, HUB_BOOTSTRAP=hub.bootstrap, HUB_APP_ID=app_id, HUB_REGISTRY_URL=hub.api,
-               HUB_TOKEN=hub.token, HUB_STATE_DIR=str(state), HUB_TOPIC_PARTITIONS=str(PARTITIONS))
-    log = open(state / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "hub.cli.main", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
 
 
 async def api_grant(hub: HubProcess, consumer: str, **kw: object) -> str:
@@ -84,7 +73,7 @@ async def test_calls_are_answered_across_workers_and_after_one_leaves(own_broker
     hub = start_hub(own_broker, tmp_path / "up", free_port(), app_id,
                     extra_env={"HUB_TOPIC_PARTITIONS": str(PARTITIONS)})
     (tmp_path / "w").mkdir()
-    worker = start_worker(hub, app_id, tmp_path / "w")
+    worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
     try:
         await asyncio.sleep(15)  # the second worker joins the group: partitions are shared
         await api_grant(hub, "municipal.hrss")

@@ -28,7 +28,7 @@ from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
 from hub.stats.counts import CountTable, decode_snapshot
 
-from .hubproc import HubProcess, start_hub, topic_partitions
+from .hubproc import HubProcess, start_hub, start_worker, topic_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +47,6 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield info.bootstrap
     finally:
         broker.stop()
-
-
-def start_worker(hub: HubProcess, app_id: str, state: Path) -> subprocess.Popen[bytes]:
-    """A standalone `hub worker` in the hub's consumer group, using the hub's registry with its operator token."""
-    env = dict(os.environ, HUB_BOOTSTRAP=hub.bootstrap, HUB_APP_ID=app_id, HUB_REGISTRY_URL=hub.api,
-               HUB_TOKEN=hub.token, HUB_STATE_DIR=str(state), HUB_TOPIC_PARTITIONS=str(PARTITIONS))
-    log = open(state / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "hub.cli.main", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
 
 
 async def read_all(bootstrap: str, topics: list[str], timeout: float = 60) -> list:
@@ -115,7 +106,7 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
     hub: HubProcess = start_hub(own_broker, tmp_path / "up", free_port(), app_id,
                                 extra_env={"HUB_TOPIC_PARTITIONS": str(PARTITIONS)})
     (tmp_path / "w").mkdir()
-    worker = start_worker(hub, app_id, tmp_path / "w")
+    worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
     try:
         async with RegistryClient(hub.api, token=hub.token) as registry:
             schema_id = await registry.register(f"{RESOURCE}-value", json.dumps(SCHEMA))
@@ -128,7 +119,7 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
         worker.send_signal(signal.SIGKILL)  # mid-load, mid-batch: no chance to commit or snapshot
         worker.wait()
         await asyncio.sleep(3)
-        worker = start_worker(hub, app_id, tmp_path / "w")
+        worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
         await load
         ids = {eid for eid, _ in events}
 
