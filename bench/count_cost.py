@@ -1,4 +1,4 @@
-"""Per-event cost of counting (and of Faust's Prometheus sensors), next to the Avro work every event pays.
+"""Per-event cost of counting, next to the Avro work every event pays.
 
     python -m bench.count_cost [--events 20000] [--repeats 5] [--keys 20000] [--json]
 
@@ -12,9 +12,6 @@ Measured in one process and run, best of ``--repeats`` passes each:
   events/s (the worker writes at most one snapshot per partition per second);
 * ``recount``: ``hub audit reconcile``'s ``Recount.add`` per audit record (identity hash + count), besides
   reading and decoding;
-* ``sensors``: Faust's per-message monitor callbacks (``on_message_in`` + ``on_message_out``, and with
-  ``on_stream_event_in/out``) of the default ``Monitor`` and of the hub's ``BoundedPrometheusMonitor``
-  (which replaces it): the difference is what the Prometheus sensors add per event;
 * the baseline: one fastavro decode + encode of a vaccination record.
 """
 
@@ -23,18 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import types
-from collections.abc import Callable
 from typing import Any
-
-from faust.sensors.monitor import Monitor
-from faust.sensors.prometheus import FaustMetrics
-from faust.types import TP
-from prometheus_client import CollectorRegistry
 
 from bench.audit_cost import NOW, audit_record, best_ns_per_item, vaccination_codec
 from hub.audit.reconcile import Recount
-from hub.metrics.faust_sensors import BoundedPrometheusMonitor
 from hub.stats.counts import CountTable, encode_snapshot
 
 AUDITS_PER_EVENT = 3  # publish + civil-affairs (lateral) + the record's district (locality return)
@@ -79,23 +68,6 @@ class _Stream:
         self.task_owner = _Task()
 
 
-def sensor_pass(monitor: Monitor, n: int, with_stream: bool) -> Callable[[], int]:
-    tp = TP("ingress.municipal.health", 0)
-    stream, event = _Stream(), object()
-
-    def run() -> int:
-        for offset in range(n):
-            message = types.SimpleNamespace(time_in=None, time_out=None, time_total=None)
-            monitor.on_message_in(tp, offset, message)
-            if with_stream:
-                state = monitor.on_stream_event_in(tp, offset, stream, event)
-                monitor.on_stream_event_out(tp, offset, stream, event, state)
-            monitor.on_message_out(tp, offset, message)
-        return n
-
-    return run
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench.count_cost", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per pass (default 20000)")
@@ -130,13 +102,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     count_ns = best_ns_per_item(count, args.repeats)
     recount_ns = best_ns_per_item(recount, args.repeats)
     codec_ns = best_ns_per_item(codec, args.repeats)
-    default = Monitor()
-    prom = BoundedPrometheusMonitor(metrics=FaustMetrics.create(CollectorRegistry(), "faust"))
-    sensors = {}
-    for name, monitor in (("default_monitor", default), ("prometheus_monitor", prom)):
-        for path, with_stream in (("message", False), ("message_and_stream", True)):
-            sensors[f"{name}_{path}_us_per_event"] = round(
-                best_ns_per_item(sensor_pass(monitor, args.events, with_stream), args.repeats) / 1000, 3)
     figures = {
         "events": args.events,
         "repeats": args.repeats,
@@ -150,9 +115,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "recount_us_per_audit_record": round(recount_ns / 1000, 3),
         "vaccination_decode_encode_us_per_record": round(codec_ns / 1000, 3),
         "ratio_count_to_vaccination_codec": round(count_ns / codec_ns, 3),
-        **sensors,
-        "prometheus_sensors_extra_us_per_event": round(
-            sensors["prometheus_monitor_message_us_per_event"] - sensors["default_monitor_message_us_per_event"], 3),
     }
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -168,11 +130,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("reconcile recount, µs/audit record", "recount_us_per_audit_record"),
             ("fastavro decode+encode vaccination, µs/record", "vaccination_decode_encode_us_per_record"),
             ("count / vaccination decode+encode", "ratio_count_to_vaccination_codec"),
-            ("Faust default Monitor, message in+out, µs/event", "default_monitor_message_us_per_event"),
-            ("Faust Prometheus sensors, message in+out, µs/event", "prometheus_monitor_message_us_per_event"),
-            ("  + stream event in/out: default Monitor", "default_monitor_message_and_stream_us_per_event"),
-            ("  + stream event in/out: Prometheus sensors", "prometheus_monitor_message_and_stream_us_per_event"),
-            ("Prometheus sensors' extra cost, µs/event", "prometheus_sensors_extra_us_per_event"),
         ]
         for label, key in rows:
             print(f"  {label:<52} {figures[key]:>10,.3f}")

@@ -1,7 +1,9 @@
-"""Running the hub's processes: the exchange worker and the HTTP API as services of one Faust worker.
+"""Running the hub's processes: the worker (``hub.worker.service.HubWorker``) and the HTTP API, as services of
+one ``mode.Worker`` (Faust's service runtime).
 
-``hub up`` and ``hub worker`` both end here. Faust's Worker owns the event loop and signals: Ctrl-C or
-SIGTERM stops the API, the agents and the producer cleanly, then the caller stops the broker it started.
+``hub up`` and ``hub worker`` both end here. The mode Worker owns the event loop and signals: Ctrl-C or SIGTERM
+stops the worker (in-flight batches finished and committed), the agents and the API cleanly, then the caller
+stops the broker it started.
 """
 
 from __future__ import annotations
@@ -16,15 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import faust
 import mode
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 
-from hub.broker.topics import COMPACTED_TOPICS, ensure_topics, hub_topics
-from hub.catalogue.model import ExchangeConfig, load_exchange_config
 from hub.metrics.bundle import TIERS, HubMetrics
-from hub.metrics.faust_sensors import RegistryCollector, install_faust_sensors
 from hub.settings import Settings
 
 log = logging.getLogger("hub")
@@ -33,7 +31,7 @@ QUIET_LOGGERS = ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "httpx"
 
 
 class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the Faust worker owns SIGINT/SIGTERM."""
+    """uvicorn without its own signal handling: the mode Worker owns SIGINT/SIGTERM."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -181,15 +179,10 @@ class ApiService(mode.Service):
 
 
 def quiet_libraries() -> None:
-    """The worker resets library loggers to DEBUG; building and dropping those records costs ~25 µs/event."""
+    """Library loggers at WARNING: building and dropping their DEBUG records costs ~25 µs an event, and their
+    start-up chatter (coordinator lookups while the broker elects leaders) is nothing an operator can act on."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def prepare_topics(settings: Settings, bootstrap: str, config: ExchangeConfig) -> list[str]:
-    """Create every node-facing and control topic before consumers subscribe to them."""
-    names = hub_topics(n.id for n in config.nodes) + list(COMPACTED_TOPICS)
-    return asyncio.run(ensure_topics(settings, bootstrap, names, compacted=COMPACTED_TOPICS))
 
 
 def ensure_operator_token(settings: Settings) -> Path:
@@ -207,39 +200,49 @@ def status_file(settings: Settings) -> Path:
     return settings.state_dir / "hub.json"
 
 
+class StatusService(mode.Service):
+    """Started last: quietens the Kafka client loggers and writes ``hub status``'s file once everything runs."""
+
+    def __init__(self, settings: Settings, bootstrap: str, status: dict[str, Any] | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.status = status
+
+    async def on_started(self) -> None:
+        quiet_libraries()
+        if self.status is not None:
+            status_file(self.settings).parent.mkdir(parents=True, exist_ok=True)
+            status_file(self.settings).write_text(json.dumps(self.status, indent=2))
+        log.warning("hub worker running (group %s) on %s", self.settings.app_id, self.bootstrap)
+
+
 def run_worker(
     settings: Settings, bootstrap: str, *, with_api: bool, loglevel: str = "WARNING",
     metrics_port: int = 0, status: dict[str, Any] | None = None,
 ) -> None:
-    """Run the exchange worker (and the API when ``with_api``) until a signal stops it."""
+    """Run the worker (and the API when ``with_api``) until a signal stops it.
+
+    One ``mode.Worker`` owns the event loop and signals: Ctrl-C or SIGTERM stops the services in reverse order
+    (the worker finishes and commits what is in flight, then the API stops).
+    """
     import uvloop
 
-    from hub.pipeline.worker import ExchangeWorker
+    from hub.worker.service import HubWorker
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
-    config = load_exchange_config(settings.seed_config)
-    prepare_topics(settings, bootstrap, config)
+    quiet_libraries()
     metrics_registry = CollectorRegistry()
     metrics = HubMetrics.create(metrics_registry)
-    exchange = ExchangeWorker(settings, config, metrics, bootstrap)
-    # Faust's own sensors (faust_*), in their own registry, served on the same /metrics
-    metrics_registry.register(RegistryCollector(install_faust_sensors(exchange.app)))
-    services: list[mode.ServiceT] = [exchange.closer]
+    services: list[mode.ServiceT] = []
     if with_api:
         services.append(ApiService(settings, bootstrap, metrics_registry))
+    services.append(HubWorker(settings, bootstrap, metrics))
+    services.append(StatusService(settings, bootstrap, status))
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
-
-    @exchange.app.task
-    async def _on_started() -> None:
-        quiet_libraries()
-        if status is not None:
-            status_file(settings).parent.mkdir(parents=True, exist_ok=True)
-            status_file(settings).write_text(json.dumps(status, indent=2))
-        log.warning("hub worker running (group %s) on %s", settings.app_id, bootstrap)
-
-    worker = faust.Worker(exchange.app, *services, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = mode.Worker(*services, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
     try:
         worker.execute_from_commandline()
     finally:

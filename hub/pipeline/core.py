@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.broker.records import OutRecord, RawRecord
 from hub.catalogue.model import ExchangeConfig, Node, Resource, Subscription, tier_of
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
@@ -42,27 +43,6 @@ RECORDS_TOPIC = "hub.records"
 
 # Metric tallies: (metric name, label values) -> count, applied by the shell once the batch is delivered.
 Tally = Counter[tuple[str, tuple[str, ...]]]
-
-
-@dataclass(slots=True)
-class RawRecord:
-    """One record as read from an ``ingress.<node>`` topic."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    timestamp_ms: int
-
-
-@dataclass(slots=True)
-class OutRecord:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass(slots=True)

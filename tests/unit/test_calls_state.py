@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.calls import core
-from hub.calls.agents import CallState
+from hub.calls.state import CallState
 from hub.catalogue.model import load_exchange_config
 from hub.pipeline.core import store_key
 from hub.registry import framing

@@ -1,24 +1,15 @@
-"""``hub top``'s pure computation and rendering, and Faust's Prometheus sensors with bounded labels."""
+"""``hub top``'s pure computation and rendering, and the metrics it reads."""
 
 from __future__ import annotations
 
 import io
-import types
 
-import faust
 import pytest
-from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from hub.cli.top import Sample, buckets, frame, histogram_quantile, parse_metrics, render
 from hub.metrics.bundle import HubMetrics
-from hub.metrics.faust_sensors import (
-    BoundedPrometheusMonitor,
-    RegistryCollector,
-    install_faust_sensors,
-    topic_label,
-)
 
 
 def exposition(delivered_down: int, latencies: list[float], quarantined: int = 0, chain_ok: int = 1) -> str:
@@ -77,31 +68,3 @@ def test_render_one_frame_with_figures_and_a_broken_chain() -> None:
         assert words in text, words
 
 
-def test_topic_labels_never_carry_a_node_id() -> None:
-    assert topic_label("ingress.district.310115") == "ingress.*"
-    assert topic_label("feed.municipal.health") == "feed.*"
-    assert topic_label("call.national.request") == "call.*"
-    assert topic_label("hub.audit") == "hub.audit"
-    assert topic_label("hub-exchange-__assignor-__leader") == "hub-exchange-__assignor-__leader"
-
-
-def test_faust_sensors_in_their_own_registry_served_with_the_hub_metrics() -> None:
-    app = faust.App("sensor-test", broker="kafka://127.0.0.1:1", web_enabled=False)
-    faust_registry = install_faust_sensors(app)
-    assert isinstance(app.monitor, BoundedPrometheusMonitor)
-    app.monitor.on_message_in(TP("ingress.district.310115", 3), 41, types.SimpleNamespace())
-    app.monitor.track_tp_end_offset(TP("ingress.municipal.health", 0), 99)
-    hub_registry = CollectorRegistry()
-    HubMetrics.create(hub_registry)
-    hub_registry.register(RegistryCollector(faust_registry))
-    text = generate_latest(hub_registry).decode()
-    assert "faust_messages_received_total 1.0" in text
-    assert 'faust_messages_received_per_topic_total{topic="ingress.*"} 1.0' in text
-    assert 'faust_topic_partition_end_offset{partition="0",topic="ingress.*"} 99.0' in text
-    assert "310115" not in text and "municipal.health" not in text
-    assert "hub_records_delivered_total" in text
-    assert text.count("# TYPE faust_messages_received_total counter") + text.count(
-        "# TYPE faust_messages_received counter") == 1  # served once, from the monitor's counters
-    app.monitor.on_rebalance_start(app)  # faust clears the per-partition series on a rebalance
-    text = generate_latest(hub_registry).decode()
-    assert "faust_messages_received_total 1.0" in text and "faust_messages_received_per_topics_partition{" not in text

@@ -1,0 +1,42 @@
+"""Small interfaces the agents depend on, so no package imports the worker that wires it (Faust's ``types/``).
+
+The worker (``hub.worker``) implements them; the exchange agent (``hub.pipeline.agent``) and the call agent
+(``hub.calls.agent``) take them in their constructors and never reach into the worker itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from hub.pipeline.dedupe import DedupeWindow
+
+Audit = tuple[int, dict[str, Any]]  # (partition index whose chain records it, unsealed AuditRecord)
+
+
+class PartitionOwner(Protocol):
+    """The partition indices this worker owns, with their restored state (dedupe window, chain, counts)."""
+
+    def owned(self) -> set[int]: ...
+
+    async def ensure(self, partitions: Iterable[int]) -> None:
+        """Restore (once) the state of each index before it is used."""
+
+    def dedupe(self, partition: int) -> DedupeWindow: ...
+
+
+class AuditSink(Protocol):
+    """Writes audit records after the records they describe are acknowledged, in submission order."""
+
+    def submit(self, sent: Sequence[asyncio.Future[Any]], audits: Sequence[Audit],
+               on_written: Any = None) -> asyncio.Future[None]:
+        """Returns a future done once ``sent`` and then the sealed audit records are acknowledged."""
+        ...
+
+
+class Tally(Protocol):
+    def items(self) -> Iterable[tuple[tuple[str, tuple[str, ...]], int]]: ...
+
+
+Offsets = Mapping[Any, int]

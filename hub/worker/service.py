@@ -1,0 +1,391 @@
+"""``HubWorker``: one ``mode.Service`` that owns a worker's clients and state, with the two agents as children.
+
+It owns the producer (idempotent, ``acks=all``), the registry client, the control plane view, the partition
+states and the audit writer, and one consumer in the group ``settings.app_id``:
+
+* **subscription follows the control plane**: ``ingress.<node>`` and ``call.<node>.request`` of every live node
+  (plus ``hub.calls``). A node registered at run time is subscribed within moments of its registration (its
+  topics are created first); a removed node's topics are dropped. The seed file only seeds an empty control
+  plane (the API does that).
+* **assignment by partition index** (``assignor``): partition p of every topic goes to one worker, which alone
+  writes partition p of ``hub.audit`` and ``hub.counts``.
+* **one restore path**: on assignment, the states of the indices this worker gained are restored (dedupe
+  window, counts, chain head; the call state of those partitions), those it lost are dropped.
+* **the intake loop** takes a poll batch, hands ingress records to the exchange agent and call records to the
+  call agent, and goes on to the next batch while the previous one's acknowledgements arrive. Input offsets
+  are committed, per partition and in order, once a batch's outputs and then its audit records are
+  acknowledged. A rebalance or a stop first waits for everything in flight and commits it.
+
+If a batch cannot be written (a feed or an audit record refused by the broker), the worker exits at once with
+status 70 without committing: its input is read again by whoever owns it next, deduplicated by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.records import RawRecord
+from hub.broker.sender import BatchSender
+from hub.broker.topics import SNAPSHOT_MAX_BYTES, ensure_topics, hub_topics
+from hub.calls.agent import CallAgent
+from hub.contract import (
+    AUDIT_SUBJECT,
+    CALLS_TOPIC,
+    INDEX_TOPIC,
+    INGRESS_PREFIX,
+    OPERATOR,
+    QUARANTINE_SUBJECT,
+    QUOTA_TOPIC,
+    call_request_topic,
+    ingress_topic,
+)
+from hub.control.view import ControlView
+from hub.metrics.bundle import HubMetrics
+from hub.pipeline.agent import ExchangeAgent
+from hub.pipeline.core import EncodedSchema
+from hub.registry import framing
+from hub.registry.client import RegistryClient
+from hub.registry.files import AUDIT_SCHEMA_FILE, QUARANTINE_SCHEMA_FILE, schema_text
+from hub.settings import Settings
+from hub.worker.assignor import PartitionIndexAssignor
+from hub.worker.audit_writer import AuditWriter
+from hub.worker.partitions import PartitionStates
+
+log = logging.getLogger("hub.worker")
+
+MAX_BATCHES_IN_FLIGHT = 4  # exchange batches decided but not yet audited (bounds memory and redelivery)
+MAX_CALL_BACKLOG = 16  # call batches queued behind the call agent before the intake waits
+IDLE_TICK_S = 1.0  # snapshots and due checkpoints of quiet partitions; nothing is done when nothing changed
+LAG_EVERY_S = 5.0
+STOP_TIMEOUT_S = 8.0  # a stop never waits longer than this for in-flight work (the next owner redoes it)
+FATAL_EXIT = 70
+
+
+class HubWorker(mode.Service):
+    """The worker process's service tree: clients, state, the intake loop, and the exchange and call agents."""
+
+    def __init__(self, settings: Settings, bootstrap: str, metrics: HubMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.registry = RegistryClient(settings.effective_registry_url, token=settings.client_token())
+        self.control = ControlView(settings, self.registry, bootstrap=bootstrap)
+        self.sender = BatchSender()
+        self.partitions = PartitionStates(settings, bootstrap, self.registry)
+        self.audit = AuditWriter(self.sender, self.partitions, on_failure=self._fatal)
+        self.exchange = ExchangeAgent(self.registry, self.control, self.sender, self.partitions, self.audit,
+                                      metrics, beacon=self.beacon)
+        self.calls = CallAgent(settings, bootstrap, self.registry, self.control, self.sender, self.partitions,
+                               self.audit, metrics, beacon=self.beacon)
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.topics: frozenset[str] = frozenset()
+        self._dispatch = asyncio.Lock()
+        self._generation = 0  # rebalances so far: a poll batch from before one is dropped (it is read again)
+        self._offsets: dict[TopicPartition, deque[tuple[int, asyncio.Future[None]]]] = {}
+        self._commit_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def on_init_dependencies(self) -> Iterable[mode.ServiceT]:
+        return [self.exchange, self.calls]  # started after on_start, stopped before on_shutdown
+
+    # ------------------------------------------------------------ lifecycle
+    async def on_start(self) -> None:
+        await self._wait_for_registry()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+            max_batch_size=256 * 1024, max_request_size=SNAPSHOT_MAX_BYTES, **kafka_client_kwargs(self.settings),
+        )
+        await self.producer.start()
+        self.sender.bind(self.producer)
+        audit = await self._own_schema(AUDIT_SUBJECT, AUDIT_SCHEMA_FILE)
+        quarantine = await self._own_schema(QUARANTINE_SUBJECT, QUARANTINE_SCHEMA_FILE)
+        self.audit.encode = audit.encode
+        self.exchange.audit_schema, self.exchange.quarantine_schema = audit, quarantine
+        self.calls.quarantine_encode = quarantine.encode
+        await ensure_topics(self.settings, self.bootstrap, [*hub_topics(()), CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC])
+        await self.control.start()
+        await self.partitions.start()
+
+    async def on_started(self) -> None:
+        """The agents run: join the group and start taking batches."""
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=s.app_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", partition_assignment_strategy=(PartitionIndexAssignor,),
+            max_poll_records=s.batch_max, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=500,
+            session_timeout_ms=int(s.consumer_session_timeout * 1000),
+            heartbeat_interval_ms=int(max(0.5, s.consumer_session_timeout / 10) * 1000),
+            **kafka_client_kwargs(s),
+        )
+        await self.consumer.start()
+        await self._follow_once()
+        for coro in (self._intake(), self._follow_control(), self._committer(), self._idle()):
+            self._tasks.append(asyncio.ensure_future(coro))
+        log.info("worker joined group %s: %d topics", s.app_id, len(self.topics))
+
+    async def on_stop(self) -> None:
+        """Stop taking batches, finish and commit what is in flight, leave the group (before the agents stop)."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._dispatch.acquire(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("a batch was still being decided at stop; it will be read again")
+        else:
+            self._dispatch.release()  # the intake leaves its loop at once now; a revocation may need the lock
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._drain_and_commit(), STOP_TIMEOUT_S)
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT_S)
+
+    async def on_shutdown(self) -> None:
+        """After the agents: the last count snapshots, then the clients."""
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.audit.snapshot(list(self.partitions.states.values()), force=True),
+                                       STOP_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), STOP_TIMEOUT_S)
+        for stop in (self.partitions.stop, self.control.stop, self.registry.aclose):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(stop(), STOP_TIMEOUT_S)
+
+    # ------------------------------------------------------------ the intake
+    async def _intake(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        batch_max = self.settings.batch_max
+        while not self._stopping:
+            generation = self._generation
+            polled = await consumer.getmany(timeout_ms=1000, max_records=batch_max)
+            if not polled:
+                continue
+            async with self._dispatch:
+                if self._stopping:
+                    break
+                if generation != self._generation:
+                    self._reread(polled)
+                    continue
+                await self._dispatch_batch(polled)
+            await self._backpressure()
+
+    def _reread(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """A batch polled across a rebalance: not processed; partitions still owned are read again from it."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        for tp, messages in polled.items():
+            if messages and tp in assigned:
+                self.consumer.seek(tp, messages[0].offset)
+
+    async def _dispatch_batch(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        exchange: list[RawRecord] = []
+        calls: list[RawRecord] = []
+        exchange_offsets: dict[TopicPartition, int] = {}
+        call_offsets: dict[TopicPartition, int] = {}
+        for tp, messages in polled.items():
+            if not messages:
+                continue
+            is_ingress = tp.topic.startswith(INGRESS_PREFIX)
+            target = exchange if is_ingress else calls
+            for m in messages:
+                target.append(RawRecord(m.topic, m.partition, m.offset, m.key, m.value, m.headers or (),
+                                        m.timestamp or 0))
+            (exchange_offsets if is_ingress else call_offsets)[tp] = messages[-1].offset + 1
+        if exchange:
+            self._track(await self.exchange.handle(exchange), exchange_offsets)
+        if calls:
+            self._track(self.calls.submit(calls), call_offsets)
+
+    async def _backpressure(self) -> None:
+        while self.audit.pending > MAX_BATCHES_IN_FLIGHT or self.calls.backlog > MAX_CALL_BACKLOG:
+            await asyncio.sleep(0)  # let acknowledgements be handled first
+            if self.audit.pending > MAX_BATCHES_IN_FLIGHT:
+                await self.audit.wait_below(MAX_BATCHES_IN_FLIGHT + 1)
+            if self.calls.backlog > MAX_CALL_BACKLOG:
+                await self.calls.wait_backlog_below(MAX_CALL_BACKLOG + 1)
+
+    # ------------------------------------------------------------ commits
+    def _track(self, done: asyncio.Future[None], offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            queue = self._offsets.get(tp)
+            if queue is None:
+                queue = self._offsets[tp] = deque()
+            queue.append((offset, done))
+        done.add_done_callback(self._batch_done)
+
+    def _batch_done(self, done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            self._fatal(done.exception())  # type: ignore[arg-type]
+        self._commit_wake.set()
+
+    def _ready_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record whose batch, and every batch before it, is done."""
+        ready: dict[TopicPartition, int] = {}
+        for tp, queue in self._offsets.items():
+            while queue and queue[0][1].done() and not queue[0][1].cancelled() and queue[0][1].exception() is None:
+                ready[tp] = queue.popleft()[0]
+        return ready
+
+    async def _commit_ready(self) -> None:
+        consumer = self.consumer
+        ready = self._ready_offsets()
+        if not ready or consumer is None:
+            return
+        assigned = consumer.assignment()
+        offsets = {tp: offset for tp, offset in ready.items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:  # the records are read again and deduplicated
+            log.info("offset commit not accepted (%r); the next owner re-reads from the last commit", exc)
+
+    async def _committer(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
+            await self._commit_ready()
+
+    async def _drain_and_commit(self) -> None:
+        await self.calls.drain()
+        await self.audit.drain()
+        await self._commit_ready()
+
+    # ------------------------------------------------------------ rebalancing
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Before the group rebalances: finish and commit everything in flight (the next owner restores from it)."""
+        async with self._dispatch:
+            self._generation += 1
+            try:
+                await self._drain_and_commit()
+            except Exception as exc:
+                log.warning("finishing in-flight batches before a rebalance failed: %r", exc)
+            self._offsets.clear()
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        """After it: the one restore path (states of indices gained restored, of indices lost dropped)."""
+        indices = {tp.partition for tp in assigned}
+        self._generation += 1
+        self.partitions.assign(indices)
+        self.calls.assign(indices)
+        self.partitions.restore_in_background()
+        log.info("partition indices owned: %s", sorted(indices))
+
+    # ------------------------------------------------------------ following the control plane
+    def wanted_topics(self) -> frozenset[str]:
+        nodes = [n.id for n in self.control.snapshot().config.nodes if n.id != OPERATOR]
+        return frozenset([CALLS_TOPIC, *map(ingress_topic, nodes), *map(call_request_topic, nodes)])
+
+    async def _follow_once(self) -> None:
+        wanted = self.wanted_topics()
+        if wanted == self.topics or self.consumer is None:
+            return
+        new = sorted(wanted - self.topics)
+        if new:
+            await ensure_topics(self.settings, self.bootstrap, new)
+        self.consumer.subscribe(topics=sorted(wanted), listener=_Listener(self))
+        added, removed = wanted - self.topics, self.topics - wanted
+        if self.topics:
+            log.info("subscription follows the control plane: +%s -%s", sorted(added), sorted(removed))
+        self.topics = wanted
+
+    async def _follow_control(self) -> None:
+        seen = self.control.version
+        while True:
+            seen = await self.control.wait_for(seen + 1)
+            try:
+                await self._follow_once()
+            except Exception as exc:  # the next control change retries
+                log.warning("could not follow the control plane's nodes: %r", exc)
+
+    # ------------------------------------------------------------ timers
+    async def _idle(self) -> None:
+        lag_at = 0.0
+        while True:
+            await asyncio.sleep(IDLE_TICK_S)
+            try:
+                await self.audit.idle()
+            except Exception as exc:
+                log.warning("idle checkpoint failed: %r", exc)
+            now = time.monotonic()
+            if now - lag_at >= LAG_EVERY_S:
+                lag_at = now
+                await self._measure_lag()
+
+    async def _measure_lag(self) -> None:
+        """``hub_consumer_lag``: end offset minus position over this worker's partitions (from fetch responses)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        lag = 0
+        try:
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    lag += max(0, highwater - await consumer.position(tp))
+        except Exception as exc:  # advisory only
+            log.debug("lag measurement failed: %r", exc)
+            return
+        self.metrics.consumer_lag.set(lag)
+
+    # ------------------------------------------------------------ helpers
+    def _fatal(self, exc: BaseException) -> None:
+        """A batch that could not be written: exit without committing it (its records are read again)."""
+        log.critical("a batch could not be written; exiting so it is processed again: %r", exc, exc_info=exc)
+        logging.shutdown()
+        os._exit(FATAL_EXIT)
+
+    async def _own_schema(self, subject: str, path: str) -> EncodedSchema:
+        schema_id = await self.registry.register(subject, schema_text(path))
+        schema = await self.registry.schema_by_id(schema_id)
+        return EncodedSchema(schema.id, framing.make_encoder(schema.id, schema.schema_str))
+
+    async def _wait_for_registry(self, timeout: float = 120.0) -> None:
+        """The registry may start after the worker (``hub up`` starts both); wait until it answers."""
+        url = f"{self.settings.effective_registry_url.rstrip('/')}/subjects"
+        deadline = time.monotonic() + timeout
+        logged = False
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                try:
+                    await http.get(url)
+                    return  # it answered (any status): the Confluent calls will say what is wrong
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise
+                    if not logged:
+                        log.info("waiting for the schema registry at %s", url)
+                        logged = True
+                    await asyncio.sleep(0.5)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, worker: HubWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.worker.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self.worker.on_partitions_assigned(assigned)
