@@ -185,6 +185,16 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
+    """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
+    with one partition, which would break partition-index ownership). Node topics follow the control plane."""
+    from hub.broker.topics import COMPACTED_TOPICS, ensure_topics, hub_topics
+    from hub.contract import CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC
+
+    names = [*hub_topics(()), CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC, *COMPACTED_TOPICS]
+    return asyncio.run(ensure_topics(settings, bootstrap, names, compacted=COMPACTED_TOPICS))
+
+
 def ensure_operator_token(settings: Settings) -> Path:
     """Create the operator's token on first start (readable only by this user)."""
     path = settings.operator_token_file
@@ -218,7 +228,7 @@ class StatusService(mode.Service):
 
 
 def run_worker(
-    settings: Settings, bootstrap: str, *, with_api: bool, loglevel: str = "WARNING",
+    settings: Settings, bootstrap: str, *, with_api: bool, loglevel: str | None = None,
     metrics_port: int = 0, status: dict[str, Any] | None = None,
 ) -> None:
     """Run the worker (and the API when ``with_api``) until a signal stops it.
@@ -230,9 +240,10 @@ def run_worker(
 
     from hub.worker.service import HubWorker
 
+    quiet_libraries()
+    prepare_topics(settings, bootstrap)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
-    quiet_libraries()
     metrics_registry = CollectorRegistry()
     metrics = HubMetrics.create(metrics_registry)
     services: list[mode.ServiceT] = []
@@ -242,7 +253,7 @@ def run_worker(
     services.append(StatusService(settings, bootstrap, status))
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
-    worker = mode.Worker(*services, loglevel=loglevel, quiet=True, redirect_stdouts=False, override_logging=False)
+    worker = mode.Worker(*services, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     finally:

@@ -54,11 +54,12 @@ class Settings(BaseSettings):
 
     # --- exchange ---
     seed_config: Path = Field(
-        REPO_ROOT / "config" / "seed.yaml", description="nodes, resources and subscriptions (file, for now)"
+        REPO_ROOT / "config" / "seed.yaml",
+        description="nodes, resources, scenarios and subscriptions that seed an empty control plane (read once)",
     )
-    app_id: str = Field("hub", description="Faust app id: the consumer group of the workers")
-    batch_max: int = Field(2000, ge=1, description="events taken from a stream per batch")
-    batch_within: float = Field(0.02, gt=0, description="seconds to wait filling a batch")
+    app_id: str = Field("hub", description="the workers' consumer group (also prefixes internal group ids)")
+    batch_max: int = Field(2000, ge=1, description="records taken from the ingress and call topics per poll batch")
+    log_level: str = Field("WARNING", description="level of the hub's own log (DEBUG, INFO, WARNING, ERROR)")
     consumer_session_timeout: float = Field(
         10.0, gt=0, description="seconds before a silent worker's partitions move to the others"
     )

@@ -4,7 +4,7 @@ Partition index p (of every ``ingress.*``, ``call.*.request`` and ``hub.calls`` 
 owner, which alone writes partition p of ``hub.audit`` and ``hub.counts``. Taking p over means rebuilding its
 dedupe window, counts and hash chain head from ``hub.counts`` p and the tail of ``hub.audit`` p
 (``hub.pipeline.partition_state.restore_partition``). ``ensure`` restores an index once, one restore at a
-time (they share one reader), and whoever asks while it runs waits for the same restore.
+time, and whoever asks while it runs waits for the same restore.
 """
 
 from __future__ import annotations
@@ -36,19 +36,13 @@ class PartitionStates:
         self._restoring: dict[int, asyncio.Task[PartitionState]] = {}
         self._assigned: set[int] = set()
         self._lock = asyncio.Lock()
-        self._reader: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
-        self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                        **kafka_client_kwargs(self.settings))
-        await self._reader.start()
+        """Nothing to connect yet: each restore reads with a consumer of its own (see ``_restore``)."""
 
     async def stop(self) -> None:
         for task in self._restoring.values():
             task.cancel()
-        if self._reader is not None:
-            await self._reader.stop()
-            self._reader = None
 
     def owned(self) -> set[int]:
         return set(self._assigned)
@@ -85,6 +79,7 @@ class PartitionStates:
         task = self._restoring.get(partition)
         if task is None or (task.done() and partition not in self.states):  # never run, failed, or dropped since
             task = self._restoring[partition] = asyncio.ensure_future(self._restore(partition))
+            task.add_done_callback(_report)
         return task
 
     async def _restore(self, partition: int) -> PartitionState:
@@ -92,7 +87,6 @@ class PartitionStates:
             existing = self.states.get(partition)
             if existing is not None:
                 return existing
-            assert self._reader is not None, "PartitionStates.start() was not awaited"
             settings = self.settings
 
             def new_chain(state: ChainState) -> ChainWriter:
@@ -100,7 +94,21 @@ class PartitionStates:
                                    checkpoint_every=settings.audit_checkpoint_every,
                                    checkpoint_seconds=settings.audit_checkpoint_seconds)
 
-            state = await restore_partition(self._reader, partition, self.registry, new_chain)
+            # A reader of its own per restore: an aiokafka consumer re-assigned from one partition's topics to
+            # another's was seen waiting forever for metadata (and a restore is rare: once per partition taken).
+            reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                      **kafka_client_kwargs(settings))
+            await reader.start()
+            try:
+                state = await restore_partition(reader, partition, self.registry, new_chain)
+            finally:
+                await reader.stop()
             if partition in self._assigned or not self._assigned:
                 self.states[partition] = state
             return state
+
+
+def _report(task: asyncio.Task[PartitionState]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("restoring a partition's state failed (retried at its next record): %r", task.exception(),
+                  exc_info=task.exception())

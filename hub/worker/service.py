@@ -51,6 +51,7 @@ from hub.contract import (
     QUOTA_TOPIC,
     call_request_topic,
     ingress_topic,
+    node_topics,
 )
 from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
@@ -136,7 +137,9 @@ class HubWorker(mode.Service):
         await self.consumer.start()
         await self._follow_once()
         for coro in (self._intake(), self._follow_control(), self._committer(), self._idle()):
-            self._tasks.append(asyncio.ensure_future(coro))
+            task = asyncio.ensure_future(coro)
+            task.add_done_callback(self._task_ended)
+            self._tasks.append(task)
         log.info("worker joined group %s: %d topics", s.app_id, len(self.topics))
 
     async def on_stop(self) -> None:
@@ -277,8 +280,11 @@ class HubWorker(mode.Service):
         """Before the group rebalances: finish and commit everything in flight (the next owner restores from it)."""
         async with self._dispatch:
             self._generation += 1
+            log.info("rebalance: finishing %d audit writes and %d call batches in flight", self.audit.pending,
+                     self.calls.backlog)
             try:
                 await self._drain_and_commit()
+                log.info("rebalance: in-flight work committed")
             except Exception as exc:
                 log.warning("finishing in-flight batches before a rebalance failed: %r", exc)
             self._offsets.clear()
@@ -293,17 +299,20 @@ class HubWorker(mode.Service):
         log.info("partition indices owned: %s", sorted(indices))
 
     # ------------------------------------------------------------ following the control plane
+    def live_nodes(self) -> list[str]:
+        return [n.id for n in self.control.snapshot().config.nodes if n.id != OPERATOR]
+
     def wanted_topics(self) -> frozenset[str]:
-        nodes = [n.id for n in self.control.snapshot().config.nodes if n.id != OPERATOR]
+        nodes = self.live_nodes()
         return frozenset([CALLS_TOPIC, *map(ingress_topic, nodes), *map(call_request_topic, nodes)])
 
     async def _follow_once(self) -> None:
         wanted = self.wanted_topics()
         if wanted == self.topics or self.consumer is None:
             return
-        new = sorted(wanted - self.topics)
-        if new:
-            await ensure_topics(self.settings, self.bootstrap, new)
+        new_nodes = [n for n in self.live_nodes() if ingress_topic(n) not in self.topics]
+        if new_nodes:  # every node-facing topic of a new node, before anything is written to or read from it
+            await ensure_topics(self.settings, self.bootstrap, [t for n in new_nodes for t in node_topics(n)])
         self.consumer.subscribe(topics=sorted(wanted), listener=_Listener(self))
         added, removed = wanted - self.topics, self.topics - wanted
         if self.topics:
@@ -350,6 +359,11 @@ class HubWorker(mode.Service):
         self.metrics.consumer_lag.set(lag)
 
     # ------------------------------------------------------------ helpers
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        """The worker's loops never end on their own: one that fails stops the worker (nothing is committed)."""
+        if not task.cancelled() and task.exception() is not None and not self._stopping:
+            self._fatal(task.exception())  # type: ignore[arg-type]
+
     def _fatal(self, exc: BaseException) -> None:
         """A batch that could not be written: exit without committing it (its records are read again)."""
         log.critical("a batch could not be written; exiting so it is processed again: %r", exc, exc_info=exc)
