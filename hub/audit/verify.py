@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from hub.audit.chain import Anchor, Break, ChainVerifier, VerifyResult
-from hub.broker.kafka_config import kafka_client_kwargs
-from hub.broker.topics import AUDIT_TOPIC
+from hub.broker.clients import make_admin, make_consumer
+from hub.contract import AUDIT_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.registry.framing import FramingError
@@ -127,9 +126,8 @@ async def verify_topic(
     started = time.monotonic()
     verified_at_ms = int(time.time() * 1000)
     anchors = dict(anchors or {})
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-        max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_client_kwargs(settings),
+    consumer = make_consumer(
+        settings, bootstrap, isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     registry = RegistryClient(registry_url or settings.effective_registry_url)
     try:
@@ -193,7 +191,7 @@ async def verify_topic(
 
 async def _partitions(settings: Settings, bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers (from the cluster's metadata, without creating the topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
+    admin = make_admin(settings, bootstrap)
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])

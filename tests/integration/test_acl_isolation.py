@@ -29,7 +29,8 @@ from hub.acl.plan import AclSpec, node_acls
 from hub.acl.sync import admin_client, current_acls, current_users, password_file
 from hub.broker.kafka_config import confluent_config, kafka_client_kwargs, with_credentials
 from hub.broker.manager import BrokerInfo, LocalBroker, _pid_alive, free_port
-from hub.broker.topics import ensure_topics, node_topics
+from hub.broker.topics import ensure_topics
+from hub.contract import node_topics
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from hub.calls.client import CallClient, CallResult, jsonable
-from hub.calls.core import H_REQUEST_ID, CallRequest
+from hub.calls.core import CallRequest
+from hub.contract import H_REQUEST_ID
 from hub.control.service import ControlService
 from hub.demo.data import record_generator
 from hub.identifiers import resident_id_check_char

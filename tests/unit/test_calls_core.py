@@ -27,7 +27,7 @@ from hub.calls.core import (
     Status,
 )
 from hub.catalogue.model import load_exchange_config
-from hub.pipeline.core import store_key
+from hub.contract import store_key
 from hub.policy.masking import apply_mask
 from hub.policy.model import Grant
 from hub.registry import framing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.control import operations as ops
 from hub.control import tokens
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
