@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from rich.console import Console
 
 from hub.cli.top import Sample, buckets, frame, histogram_quantile, parse_metrics, render
+from hub.contract import AUDIT_TOPIC
 from hub.metrics.bundle import HubMetrics
 from hub.metrics.faust_sensors import (
     BoundedPrometheusMonitor,
@@ -81,7 +82,7 @@ def test_topic_labels_never_carry_a_node_id() -> None:
     assert topic_label("ingress.district.310115") == "ingress.*"
     assert topic_label("feed.municipal.health") == "feed.*"
     assert topic_label("call.national.request") == "call.*"
-    assert topic_label("hub.audit") == "hub.audit"
+    assert topic_label(AUDIT_TOPIC) == AUDIT_TOPIC
     assert topic_label("hub-exchange-__assignor-__leader") == "hub-exchange-__assignor-__leader"
 
 
