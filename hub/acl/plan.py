@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from hub.catalogue.model import NODE_ID
 from hub.contract import (
@@ -27,13 +26,6 @@ from hub.contract import (
     objection_topic,
     quarantine_topic,
 )
-
-ResourceType = Literal["TOPIC", "GROUP"]
-PatternType = Literal["LITERAL", "PREFIXED"]
-Operation = Literal["READ", "WRITE", "DESCRIBE", "ALL", "CREATE", "DELETE", "ALTER", "DESCRIBE_CONFIGS",
-                    "ALTER_CONFIGS", "IDEMPOTENT_WRITE", "CLUSTER_ACTION", "CREATE_TOKENS", "DESCRIBE_TOKENS",
-                    "TWO_PHASE_COMMIT", "ANY", "UNKNOWN"]
-Permission = Literal["ALLOW", "DENY"]
 
 HUB_PRINCIPAL = f"User:{OPERATOR}"
 """The hub's own privileged principal: never planned for, never deleted (it is a super user anyway)."""

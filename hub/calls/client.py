@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.broker.clients import make_consumer, make_producer
 from hub.calls.core import CallRequest
-from hub.contract import H_REQUEST_ID, REPLY_SUBJECT, REQUEST_SUBJECT, call_reply_topic, call_request_topic
+from hub.contract import H_REQUEST_ID, REQUEST_SUBJECT, call_reply_topic, call_request_topic
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
@@ -179,10 +179,6 @@ class CallClient:
     async def record_of(self, reply: Mapping[str, Any]) -> dict[str, Any] | None:
         value = reply.get("record")
         return await self._decode(value) if value else None
-
-
-async def reply_schema_id(registry: RegistryClient) -> int:
-    return await registry.register(REPLY_SUBJECT, schema_text("schemas/hub/call_reply.avsc"))
 
 
 # ------------------------------------------------------------------------------------------------ records

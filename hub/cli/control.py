@@ -38,7 +38,6 @@ TokenOpt = Annotated[
     str | None, typer.Option("--token", help="node or operator token (else HUB_TOKEN, else the operator token file)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-TIERS = ("national", "municipal", "district", "region", "hub")
 
 
 class ApiError(Exception):

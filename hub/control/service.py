@@ -226,11 +226,6 @@ class ControlService(ControlView):
                 log.warning("could not write grant expiries yet: %s", exc)
             await asyncio.sleep(interval)
 
-    async def write_changes(self, changes: Sequence[Change]) -> None:
-        """Write prepared entities as they are (seeding)."""
-        if changes:
-            await self.run(lambda s: (None, list(changes)))
-
 
 def _one(topic: str, entity: Entity) -> tuple[Any, list[Change]]:
     return entity, [(topic, entity)]
