@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from hub.audit.chain import Anchor, Break, ChainVerifier, VerifyResult
-from hub.broker.clients import make_admin, make_consumer
+from hub.broker.clients import describe_partitions, make_consumer
 from hub.contract import AUDIT_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
@@ -191,17 +191,12 @@ async def verify_topic(
 
 async def _partitions(settings: Settings, bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers (from the cluster's metadata, without creating the topic)."""
-    admin = make_admin(settings, bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code") == _UNKNOWN_TOPIC or not described.get("partitions"):
+    error, partitions = await describe_partitions(settings, bootstrap, topic)
+    if error == _UNKNOWN_TOPIC or not partitions:
         raise AuditTopicMissing(f"topic {topic} does not exist on {bootstrap}")
-    if described.get("error_code"):
-        raise AuditTopicMissing(f"topic {topic} cannot be described (Kafka error {described['error_code']})")
-    return sorted(p["partition"] for p in described["partitions"])
+    if error:
+        raise AuditTopicMissing(f"topic {topic} cannot be described (Kafka error {error})")
+    return partitions
 
 
 async def _feed(verifier: ChainVerifier, offset: int, value: bytes | None, registry: RegistryClient) -> None:

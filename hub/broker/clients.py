@@ -39,5 +39,19 @@ def make_admin(settings: Settings, bootstrap: str) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
 
 
+async def describe_partitions(settings: Settings, bootstrap: str, topic: str) -> tuple[int, list[int]]:
+    """(Kafka error code, partition numbers) of ``topic`` from the cluster's metadata, without creating it.
+
+    A missing topic is error 3 (UNKNOWN_TOPIC_OR_PARTITION) with no partitions.
+    """
+    admin = make_admin(settings, bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return described.get("error_code") or 0, sorted(p["partition"] for p in described.get("partitions") or ())
+
+
 def _options(settings: Settings, defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     return {**defaults, **kafka_client_kwargs(settings), **overrides}

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hub.broker.clients import make_admin, make_consumer, make_producer
+from hub.broker.clients import describe_partitions, make_consumer, make_producer
 from hub.calls.client import CallClient, Endpoints, endpoints, jsonable, read_json_lines, to_avro
 from hub.contract import H_EVENT_ID, H_FLAG, H_RESOURCE, H_SCENARIO, feed_topic, ingress_topic
 from hub.control.tokens import process_token
@@ -210,10 +210,10 @@ async def _subscribe(
         if group is not None:
             consumer.subscribe([topic])
         else:
-            partitions = await _partitions(ends.bootstrap, settings, topic)
-            if not partitions:
+            error, partitions = await describe_partitions(settings, ends.bootstrap, topic)  # never creates it
+            if error or not partitions:
                 _fail(f"there is no topic {topic}: is {node} a registered node?")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+            tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             if from_beginning:
                 await consumer.seek_to_beginning(*tps)
@@ -241,19 +241,6 @@ async def _subscribe(
         await consumer.stop()
         await registry.aclose()
     return count
-
-
-async def _partitions(bootstrap: str, settings: Settings, topic: str) -> set[int]:
-    """The topic's partitions, empty if it does not exist (asked without creating it, unlike a metadata fetch)."""
-    admin = make_admin(settings, bootstrap)
-    await admin.start()
-    try:
-        if topic not in await admin.list_topics():
-            return set()
-        described = await admin.describe_topics([topic])
-        return {p["partition"] for p in described[0]["partitions"]}
-    finally:
-        await admin.close()
 
 
 async def _decoded(registry: RegistryClient, msg: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from hub.broker.clients import make_admin, make_consumer
+from hub.broker.clients import describe_partitions, make_consumer
 from hub.contract import COUNTS_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
@@ -67,15 +67,10 @@ def new_consumer(settings: Settings, bootstrap: str) -> AIOKafkaConsumer:
 
 async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers (cluster metadata, without creating it); TopicMissing if there is none."""
-    admin = make_admin(settings, bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code") or not described.get("partitions"):
-        raise TopicMissing(f"topic {topic} does not exist on {bootstrap} (error {described.get('error_code')})")
-    return sorted(p["partition"] for p in described["partitions"])
+    error, partitions = await describe_partitions(settings, bootstrap, topic)
+    if error or not partitions:
+        raise TopicMissing(f"topic {topic} does not exist on {bootstrap} (error {error})")
+    return partitions
 
 
 async def latest_snapshots(consumer: AIOKafkaConsumer, partitions: list[int], topic: str = COUNTS_TOPIC,

@@ -128,3 +128,15 @@ def test_the_client_factory_applies_defaults_security_and_overrides(monkeypatch:
         assert kw["sasl_mechanism"] == "SCRAM-SHA-256" and kw["sasl_plain_password"] == "pw"
     assert producer["acks"] == "all" and producer["linger_ms"] == 5
     assert topics_ == ("t1", "t2") and consumer["group_id"] == "g" and consumer["enable_auto_commit"] is False
+
+
+def test_describe_partitions_reports_the_error_and_sorted_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Admin(FakeAdmin):
+        async def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+            if names == ["missing"]:
+                return [{"error_code": 3, "partitions": []}]
+            return [{"error_code": 0, "partitions": [{"partition": 2}, {"partition": 0}, {"partition": 1}]}]
+
+    monkeypatch.setattr(clients, "make_admin", lambda s, b: Admin(set()))
+    assert asyncio.run(clients.describe_partitions(Settings(), "b:1", "there")) == (0, [0, 1, 2])
+    assert asyncio.run(clients.describe_partitions(Settings(), "b:1", "missing")) == (3, [])
