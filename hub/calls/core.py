@@ -33,6 +33,7 @@ from hub.contract import (
     CALLS_TOPIC,
     H_REQUEST_ID,
     call_reply_topic,
+    call_request_topic,
     node_of_request_topic,
     store_key,
 )
@@ -777,14 +778,6 @@ class QuotaTable:
 
 
 # TODO(worker): import from hub.contract. Old names kept for hub/calls/agents.py (imports and ``core.<name>``).
-from hub.contract import (  # noqa: E402
-    H_RESOURCE,
-    H_STAGE,
-    INDEX_TOPIC,
-    QUOTA_TOPIC,
-    REPLY_SUBJECT,
-    REQUEST_SUBJECT,
-)
-from hub.contract import call_request_topic as request_topic  # noqa: E402
+from hub.contract import H_RESOURCE, H_STAGE, INDEX_TOPIC, QUOTA_TOPIC, REPLY_SUBJECT, REQUEST_SUBJECT  # noqa: E402, F401
 
-__all__ = ["H_RESOURCE", "H_STAGE", "INDEX_TOPIC", "QUOTA_TOPIC", "REPLY_SUBJECT", "REQUEST_SUBJECT", "request_topic"]
+request_topic = call_request_topic
