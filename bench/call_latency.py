@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench.throughput import create_topics, run_on_a_broker, start_hub, stop_hub
 from hub.broker.manager import free_port
 from hub.calls.client import CallClient
+from hub.contract import H_RESOURCE
 from hub.identifiers import resident_id_check_char
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -179,7 +180,7 @@ async def load_people(bootstrap: str, api: str, token: str, ids: list[str]) -> N
     await producer.start()
     try:
         futures = [await producer.send("ingress.municipal.big-data", framing.encode(sid, parsed, person(rid)),
-                                       key=rid.encode(), headers=[("hub-resource", PERSON.encode())])
+                                       key=rid.encode(), headers=[(H_RESOURCE, PERSON.encode())])
                    for rid in ids]
         await asyncio.gather(*futures)
     finally:

@@ -31,6 +31,7 @@ from typing import Any
 import fastavro
 
 from hub.catalogue.model import Node, load_exchange_config
+from hub.contract import H_RESOURCE
 from hub.demo.data import record_generator
 from hub.policy.decision import decide
 from hub.policy.grants import GrantIndex
@@ -74,7 +75,7 @@ def pipeline_ns_per_event(records: list[dict[str, Any]], repeats: int) -> float 
             subject_ids={RESOURCE: frozenset({1})}, audit_schema=EncodedSchema(2, schemas[2]),
             quarantine_schema=EncodedSchema(3, schemas[3]), clock_ms=lambda: NOW,
         )
-        headers = [("hub-resource", RESOURCE.encode())]
+        headers = [(H_RESOURCE, RESOURCE.encode())]
         raws = [
             RawRecord("ingress.municipal.health", 0, i, None, framing.encode(1, schemas[1], r), headers, NOW)
             for i, r in enumerate(records)

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hub.broker.manager import LocalBroker, free_port
+from hub.contract import H_RESOURCE
 from hub.demo.data import record_generator
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -187,7 +188,7 @@ async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str
     raw_count, raw_span = await output_span(bootstrap, raw_out, args.records, 60)
 
     # 3. the hub's pipeline draining the same records from ingress
-    await produce(bootstrap, INGRESS, values, [("hub-resource", RESOURCE.encode())])
+    await produce(bootstrap, INGRESS, values, [(H_RESOURCE, RESOURCE.encode())])
     print("running the hub...", file=sys.stderr, flush=True)
     hub = start_hub(env, api)
     try:

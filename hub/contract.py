@@ -79,7 +79,8 @@ NODES_TOPIC = "hub.nodes"
 SCENARIOS_TOPIC = "hub.scenarios"
 CATALOG_TOPIC = "hub.catalog"
 GRANTS_TOPIC = "hub.grants"
-CONTROL_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)  # one partition each
+STATE_TOPICS = (NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)  # the control plane's state
+CONTROL_TOPICS = (SCHEMAS_TOPIC, *STATE_TOPICS)  # compacted, one partition each (the registry keeps _schemas)
 
 # ---------------------------------------------------------------- headers
 H_RESOURCE = "hub-resource"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hub.contract import CONTROL_AUDIT_TOPIC
 
 DEFAULT_STATE_DIR = Path.home() / ".local" / "state" / "hub"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "hub"
@@ -74,7 +75,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="at most this long between a partition's audit records and their checkpoint"
     )
     control_audit_topic: str = Field(
-        "hub.audit.control", description="the API's control-plane audit log (grants, auth failures, control "
+        CONTROL_AUDIT_TOPIC, description="the API's control-plane audit log (grants, auth failures, control "
         "changes): one partition, one writer (the API); give each API instance its own",
     )
 
@@ -118,8 +119,3 @@ class Settings(BaseSettings):
             return self.operator_token_file.read_text(encoding="utf-8").strip() or None
         except OSError:
             return None
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

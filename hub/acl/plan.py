@@ -15,18 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 from hub.catalogue.model import NODE_ID
+from hub.contract import (
+    OPERATOR,
+    call_reply_topic,
+    call_request_topic,
+    feed_topic,
+    ingress_topic,
+    objection_topic,
+    quarantine_topic,
+)
 
-ResourceType = Literal["TOPIC", "GROUP"]
-PatternType = Literal["LITERAL", "PREFIXED"]
-Operation = Literal["READ", "WRITE", "DESCRIBE", "ALL", "CREATE", "DELETE", "ALTER", "DESCRIBE_CONFIGS",
-                    "ALTER_CONFIGS", "IDEMPOTENT_WRITE", "CLUSTER_ACTION", "CREATE_TOKENS", "DESCRIBE_TOKENS",
-                    "TWO_PHASE_COMMIT", "ANY", "UNKNOWN"]
-Permission = Literal["ALLOW", "DENY"]
-
-HUB_PRINCIPAL = "User:hub"
+HUB_PRINCIPAL = f"User:{OPERATOR}"
 """The hub's own privileged principal: never planned for, never deleted (it is a super user anyway)."""
 
 USER_PREFIX = "User:"
@@ -64,7 +65,7 @@ def node_of(principal: str) -> str | None:
     if not principal.startswith(USER_PREFIX) or principal == HUB_PRINCIPAL:
         return None
     name = principal[len(USER_PREFIX):]
-    return name if NODE_ID.match(name) and name != "hub" else None
+    return name if NODE_ID.match(name) and name != OPERATOR else None
 
 
 def is_managed(principal: str) -> bool:
@@ -77,8 +78,8 @@ def node_acls(node_id: str) -> set[AclSpec]:
     if node_of(principal_of(node_id)) is None:
         raise ValueError(f"{node_id!r} is not a node id the hub grants ACLs to")
     who = principal_of(node_id)
-    writes = [f"ingress.{node_id}", f"call.{node_id}.request"]
-    reads = [f"feed.{node_id}", f"call.{node_id}.reply", f"quarantine.{node_id}", f"objection.{node_id}"]
+    writes = [ingress_topic(node_id), call_request_topic(node_id)]
+    reads = [feed_topic(node_id), call_reply_topic(node_id), quarantine_topic(node_id), objection_topic(node_id)]
     acls = {AclSpec(who, "TOPIC", topic, "LITERAL", "WRITE") for topic in writes}
     acls |= {AclSpec(who, "TOPIC", topic, "LITERAL", "READ") for topic in reads}
     acls.add(AclSpec(who, "GROUP", f"{node_id}.", "PREFIXED", "READ"))
@@ -89,7 +90,7 @@ def desired_acls(node_ids: Iterable[str]) -> set[AclSpec]:
     """Every node's ACLs; the hub's own node id (``hub``) is skipped: its principal is a super user."""
     acls: set[AclSpec] = set()
     for node in node_ids:
-        if node != "hub":
+        if node != OPERATOR:
             acls |= node_acls(node)
     return acls
 

@@ -16,6 +16,7 @@ from typing import Any
 from hub.acl.plan import AclSpec, desired_acls, diff, is_managed, node_of, principal_of
 from hub.broker.kafka_config import confluent_config, with_credentials
 from hub.broker.manager import LocalBroker, new_password, write_secret
+from hub.contract import OPERATOR
 from hub.settings import Settings
 
 SCRAM_ITERATIONS = 8192
@@ -33,7 +34,7 @@ def registered_nodes(settings: Settings) -> list[str]:
     from hub.catalogue.model import load_exchange_config
 
     config = load_exchange_config(settings.seed_config)
-    return sorted(n.id for n in config.nodes if n.id != "hub")
+    return sorted(n.id for n in config.nodes if n.id != OPERATOR)
 
 
 # ---------------------------------------------------------------- connection
@@ -230,7 +231,7 @@ def sync(
         UserScramCredentialUpsertion,
     )
 
-    nodes = sorted(set(registered_nodes(settings) if node_ids is None else node_ids) - {"hub"})
+    nodes = sorted(set(registered_nodes(settings) if node_ids is None else node_ids) - {OPERATOR})
     for node in nodes:
         if node_of(principal_of(node)) is None:
             raise AclSyncError(f"{node!r} is not a valid node id")

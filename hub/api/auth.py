@@ -40,9 +40,10 @@ from typing import Any, Protocol
 from fastapi import HTTPException, Request
 
 from hub.audit.control_log import AuditSink, auth_failure_audit, forbidden_audit, now_ms
+from hub.contract import OPERATOR
 from hub.control import tokens
 from hub.control.errors import ControlError, TooManyRequests, Unauthorized
-from hub.control.state import OPERATOR, ControlState
+from hub.control.state import ControlState
 from hub.registry.routes import AuthorizeWrite
 from hub.registry.service import RegistryService
 from hub.registry.state import AVRO

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hub.contract import OPERATOR
+
 CHECKPOINT = "checkpoint"
 KEYED_PREFIX = "hmac-sha256:"
 KINDS = ("changed", "removed", "reordered", "inserted", "unverifiable")
@@ -144,7 +146,7 @@ class ChainWriter:
 
     def __init__(
         self, partition: int, state: ChainState | None = None, *, key: bytes | None = None,
-        checkpoint_every: int = 1000, checkpoint_seconds: float = 60.0, actor: str = "hub",
+        checkpoint_every: int = 1000, checkpoint_seconds: float = 60.0, actor: str = OPERATOR,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")

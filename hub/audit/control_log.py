@@ -35,24 +35,20 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from hub.audit.chain import ChainWriter, resume_state
-from hub.broker.kafka_config import kafka_client_kwargs
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.broker.clients import make_consumer, make_producer
+from hub.broker.topics import CONTROL_AUDIT, ensure_topics
 from hub.catalogue.model import tier_of
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, H_EVENT_ID, NODES_TOPIC, OPERATOR, SCENARIOS_TOPIC
 from hub.registry import framing
 from hub.settings import REPO_ROOT, Settings
 
 log = logging.getLogger("hub.audit")
 
-CONTROL_AUDIT_TOPIC = "hub.audit.control"
 AUDIT_SCHEMA_FILE = "schemas/hub/audit_record.avsc"
-TOPIC_CONFIG = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 MAX_TEXT = 2000  # caller-controlled text (claimed user names, paths) is cut to this in audit records
 PARTITION = 0
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class AuditSink(Protocol):
@@ -128,7 +124,7 @@ def grant_audit(before: Any, after: Any, now: int) -> dict[str, Any]:
         actor = after.requested_by or after.consumer
         change = after.state
     else:
-        actor = after.decided_by or "hub"
+        actor = after.decided_by or OPERATOR
         change = f"{before.state} -> {after.state}"
     reason = f"{verb}: {change}" + (f" ({after.reason})" if after.reason else "")
     decision = "allow" if after.state in ("active", "requested") else "deny"
@@ -166,13 +162,13 @@ def change_records(changes: Sequence[tuple[str, Any, Any]], now: int) -> list[di
             out.append(grant_audit(before, after, now))
         elif topic == NODES_TOPIC:
             out.append(audit_record(
-                now, f"node:{after.id}:{after.updated_at}", "node", after.updated_by or "hub", decision="allow",
+                now, f"node:{after.id}:{after.updated_at}", "node", after.updated_by or OPERATOR, decision="allow",
                 reason=node_change(before, after), counterparty=after.id, source=f"hub.nodes/{after.id}",
             ))
         elif topic == SCENARIOS_TOPIC:
             verb = "registered" if after.version == 1 else f"updated to version {after.version}"
             out.append(audit_record(
-                now, f"scenario:{after.id}:{after.version}", "scenario", after.updated_by or "hub",
+                now, f"scenario:{after.id}:{after.version}", "scenario", after.updated_by or OPERATOR,
                 decision="allow", reason=f"{verb}; legal basis: {after.scenario.legal_basis}", scenario=after.id,
                 source=f"hub.scenarios/{after.id}",
             ))
@@ -250,17 +246,12 @@ class ControlAuditLog:
 
     async def start(self) -> None:
         """Create the topic if missing, register the schema, resume the chain from the last record."""
-        await self._ensure_topic()
+        await ensure_topics(self.settings, self.bootstrap, [self.topic], spec=CONTROL_AUDIT)
         text = json.dumps(json.loads((REPO_ROOT / AUDIT_SCHEMA_FILE).read_text(encoding="utf-8")))
         schema_id = await self.schemas.register(f"{self.topic}-value", text)
         self._encode = framing.make_encoder(schema_id, text)
-        kwargs = kafka_client_kwargs(self.settings)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **kwargs,
-        )
-        self._reader = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, **kwargs,
-        )
+        self._producer = make_producer(self.settings, self.bootstrap, enable_idempotence=True)
+        self._reader = make_consumer(self.settings, self.bootstrap)
         try:
             await self._producer.start()
             await self._reader.start()
@@ -310,7 +301,7 @@ class ControlAuditLog:
                 key = record["event_id"].encode()
                 futures.append(await self._producer.send(
                     self.topic, self._encode(record), key=key, partition=PARTITION,
-                    headers=[("hub-event-id", key)],
+                    headers=[(H_EVENT_ID, key)],
                 ))
             metadata = await asyncio.gather(*futures)
         except BaseException:
@@ -374,22 +365,3 @@ class ControlAuditLog:
                 f"the last record of {self.topic} is not a readable AuditRecord ({exc}): the chain cannot continue "
                 "from it; run `hub audit verify` and investigate before starting the API again"
             ) from exc
-
-    async def _ensure_topic(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_client_kwargs(self.settings))
-        await admin.start()
-        try:
-            if self.topic in set(await admin.list_topics()):
-                return
-            with contextlib.suppress(TopicAlreadyExistsError):
-                response = await admin.create_topics([NewTopic(
-                    name=self.topic, num_partitions=1, replication_factor=self.settings.topic_replication,
-                    topic_configs=dict(TOPIC_CONFIG),
-                )])
-                for error in getattr(response, "topic_errors", []):
-                    if error[1] not in (0, _TOPIC_ALREADY_EXISTS):
-                        message = error[2] if len(error) > 2 else ""
-                        raise RuntimeError(f"cannot create the audit topic {error[0]}: error {error[1]} {message}")
-            log.info("created the control audit topic %s (1 partition, kept forever)", self.topic)
-        finally:
-            await admin.close()

@@ -37,7 +37,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from hub.audit.chain import CHECKPOINT
-from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
+from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC, INGRESS_PREFIX, node_of_ingress
 from hub.registry.client import RegistryClient
 from hub.settings import Settings
 from hub.stats.counts import CountKey, CountTable, count_key
@@ -86,7 +86,7 @@ def audit_identity(audit: Mapping[str, Any]) -> tuple[str, str]:
     """(publishing node, audit_id): event ids are scoped to the node that published them."""
     source = audit.get("source") or ""
     topic = source.split("/", 1)[0]
-    node = topic.removeprefix("ingress.") if topic.startswith("ingress.") else (audit.get("actor") or "")
+    node = node_of_ingress(topic) if topic.startswith(INGRESS_PREFIX) else (audit.get("actor") or "")
     return node, audit["audit_id"]
 
 

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 
 from hub.audit.chain import Anchor, Break, ChainVerifier, VerifyResult
-from hub.broker.kafka_config import kafka_client_kwargs
-from hub.broker.topics import AUDIT_TOPIC
+from hub.broker.clients import describe_partitions, make_consumer
+from hub.contract import AUDIT_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.registry.framing import FramingError
@@ -127,9 +126,8 @@ async def verify_topic(
     started = time.monotonic()
     verified_at_ms = int(time.time() * 1000)
     anchors = dict(anchors or {})
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed",
-        max_partition_fetch_bytes=4 * 1024 * 1024, **kafka_client_kwargs(settings),
+    consumer = make_consumer(
+        settings, bootstrap, isolation_level="read_committed", max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     registry = RegistryClient(registry_url or settings.effective_registry_url)
     try:
@@ -193,17 +191,12 @@ async def verify_topic(
 
 async def _partitions(settings: Settings, bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers (from the cluster's metadata, without creating the topic)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code") == _UNKNOWN_TOPIC or not described.get("partitions"):
+    error, partitions = await describe_partitions(settings, bootstrap, topic)
+    if error == _UNKNOWN_TOPIC or not partitions:
         raise AuditTopicMissing(f"topic {topic} does not exist on {bootstrap}")
-    if described.get("error_code"):
-        raise AuditTopicMissing(f"topic {topic} cannot be described (Kafka error {described['error_code']})")
-    return sorted(p["partition"] for p in described["partitions"])
+    if error:
+        raise AuditTopicMissing(f"topic {topic} cannot be described (Kafka error {error})")
+    return partitions
 
 
 async def _feed(verifier: ChainVerifier, offset: int, value: bytes | None, registry: RegistryClient) -> None:

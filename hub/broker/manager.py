@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from hub.contract import OPERATOR
 from hub.settings import Settings
 
 
@@ -112,7 +113,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-ADMIN_USER = "hub"
+ADMIN_USER = OPERATOR
 """The hub's privileged Kafka principal on a secure broker (``User:hub``, a super user): workers, API, ``hub acl``."""
 CONTROLLER_USER = "hub-controller"
 """The broker's own principal on the SASL/PLAIN controller listener (never a node id: it has a dash after ``hub``)."""

@@ -1,87 +1,128 @@
-"""The topics the hub owns, named by node id (so broker ACLs can isolate each node), and their creation."""
+"""Creating the hub's topics: one table decides each topic's partitions and configs from its name.
+
+The names themselves are contract facts (``hub.contract``); node-facing topics are named by node id so broker
+ACLs can isolate each node.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from hub.broker.clients import make_admin
+from hub.contract import (
+    AUDIT_TOPIC,
+    CALLS_TOPIC,
+    CONTROL_AUDIT_TOPIC,
+    CONTROL_TOPICS,
+    COUNTS_TOPIC,
+    INDEX_TOPIC,
+    OPERATOR,
+    QUOTA_TOPIC,
+    RECORDS_TOPIC,
+    node_topics,
+)
 from hub.settings import Settings
 
-AUDIT_TOPIC = "hub.audit"
-CATALOG_TOPIC = "hub.catalog"
-GRANTS_TOPIC = "hub.grants"
-NODES_TOPIC = "hub.nodes"
-SCENARIOS_TOPIC = "hub.scenarios"
-SCHEMAS_TOPIC = "_schemas"
-COUNTS_TOPIC = "hub.counts"  # per-partition count snapshots, written by the owner of ingress partition p
-RECORDS_TOPIC = "hub.records"  # current record per (resource, primary key): the materialised databases
-PARTITIONED_COMPACTED = (COUNTS_TOPIC, RECORDS_TOPIC)
-SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024
-# single-partition control state
-COMPACTED_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
+log = logging.getLogger(__name__)
+
+SNAPSHOT_MAX_BYTES = 16 * 1024 * 1024  # a hub.counts message is a whole count table
+_TOPIC_ALREADY_EXISTS = 36
 
 
-def node_topics(node_id: str) -> list[str]:
-    """Every node-facing topic of one node (SPEC: Topics)."""
-    return [
-        f"ingress.{node_id}", f"feed.{node_id}", f"call.{node_id}.request", f"call.{node_id}.reply",
-        f"quarantine.{node_id}", f"objection.{node_id}",
-    ]
+class TopicSpec(NamedTuple):
+    """How a topic is created: ``partitions`` None means ``settings.topic_partitions`` (partitioned like ingress)."""
+
+    partitions: int | None
+    configs: Mapping[str, str]
+
+
+_COMPACT_OFTEN = {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+
+CONTROL_STATE = TopicSpec(1, {"cleanup.policy": "compact"})  # one partition: one total order of control changes
+CONTROL_AUDIT = TopicSpec(1, {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"})  # forever
+PARTITIONED = TopicSpec(None, {})
+
+TOPIC_SPECS: Mapping[str, TopicSpec] = {
+    **dict.fromkeys(CONTROL_TOPICS, CONTROL_STATE),
+    CONTROL_AUDIT_TOPIC: CONTROL_AUDIT,
+    AUDIT_TOPIC: PARTITIONED,
+    COUNTS_TOPIC: TopicSpec(None, {**_COMPACT_OFTEN, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)}),
+    RECORDS_TOPIC: TopicSpec(None, _COMPACT_OFTEN),  # current record per (resource, primary key)
+    INDEX_TOPIC: TopicSpec(None, _COMPACT_OFTEN),  # secondary index changelog
+    QUOTA_TOPIC: TopicSpec(None, {"cleanup.policy": "delete", "retention.ms": str(3 * 86_400_000)}),  # a call a record
+    CALLS_TOPIC: PARTITIONED,
+}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    """The table's spec for ``name``; any other topic (the node-facing ones) is partitioned, default configs."""
+    return TOPIC_SPECS.get(name, PARTITIONED)
 
 
 def hub_topics(node_ids: Iterable[str]) -> list[str]:
+    """The data-path topics: the hub's audit, counts and records, and every node's node-facing topics."""
     topics = [AUDIT_TOPIC, COUNTS_TOPIC, RECORDS_TOPIC]
     for node in node_ids:
-        if node != "hub":
+        if node != OPERATOR:
             topics += node_topics(node)
     return topics
 
 
+def worker_topics(node_ids: Iterable[str]) -> list[str]:
+    """Every topic a worker needs: control state, hub topics, each node's node-facing topics, the calls topics."""
+    return [*CONTROL_TOPICS, *hub_topics(node_ids), CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC]
+
+
 async def ensure_topics(
-    settings: Settings, bootstrap: str, names: Iterable[str], *, compacted: Iterable[str] = (),
-    partitions: int | None = None,
+    settings: Settings, bootstrap: str, names: Iterable[str], *, spec: TopicSpec | None = None,
+    partitions: int | None = None, compacted: Iterable[str] = (),
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created.
+    """Create the topics that do not exist yet, each as ``topic_spec(name)`` says; returns the names created.
 
-    ``compacted`` topics are control state with one partition, except ``hub.counts``, which is
-    compacted but partitioned like the ingress topics (one snapshot per partition owner), and
-    ``hub.records``, compacted and partitioned by its key (resource and primary key).
+    ``spec`` creates every name that way instead (a control store or audit log under a configured name);
+    ``partitions`` overrides the partition count of every name; ``compacted`` names are created as control
+    state (``CONTROL_STATE``). A topic another process created first is fine; any other error raises.
     """
-    from hub.broker.kafka_config import kafka_client_kwargs
-
+    # TODO(worker): ``compacted`` only for hub/runtime.py's call; drop it once it calls ensure_topics(worker_topics())
+    control = set(compacted)
     wanted = list(dict.fromkeys(names))
-    compact = set(compacted)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
+    admin = make_admin(settings, bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if not missing:
             return []
-        new = [
-            NewTopic(
-                name=t,
-                num_partitions=1 if t in compact else (partitions or settings.topic_partitions),
-                replication_factor=settings.topic_replication,
-                topic_configs=_topic_configs(t, compact),
-            )
-            for t in missing
-        ]
-        try:
-            await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another worker created them first
+        new = []
+        for name in missing:
+            how = spec or (CONTROL_STATE if name in control else topic_spec(name))
+            new.append(NewTopic(
+                name=name, num_partitions=partitions or how.partitions or settings.topic_partitions,
+                replication_factor=settings.topic_replication, topic_configs=dict(how.configs),
+            ))
+        response = None
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first
+            response = await admin.create_topics(new)
+        for error in getattr(response, "topic_errors", []):
+            if error[1] not in (0, _TOPIC_ALREADY_EXISTS):
+                message = error[2] if len(error) > 2 else ""
+                raise RuntimeError(f"cannot create the topic {error[0]}: error {error[1]} {message}")
+        log.info("created %s", ", ".join(missing))
         return missing
     finally:
         await admin.close()
 
 
-def _topic_configs(topic: str, compact: set[str]) -> dict[str, str]:
-    if topic == COUNTS_TOPIC:  # whole-table snapshots: allow large messages
-        return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
-                "max.message.bytes": str(SNAPSHOT_MAX_BYTES)}
-    if topic in PARTITIONED_COMPACTED:
-        return {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
-    return {"cleanup.policy": "compact"} if topic in compact else {}
+# TODO(worker): import from hub.contract. Old names kept for hub/pipeline/worker.py and partition_state.py
+# (AUDIT_TOPIC, COUNTS_TOPIC), hub/calls/agents.py (RECORDS_TOPIC) and hub/runtime.py (COMPACTED_TOPICS).
+COMPACTED_TOPICS = CONTROL_TOPICS
+__all__ = [
+    "AUDIT_TOPIC", "COMPACTED_TOPICS", "COUNTS_TOPIC", "RECORDS_TOPIC", "SNAPSHOT_MAX_BYTES", "TOPIC_SPECS",
+    "TopicSpec", "ensure_topics", "hub_topics", "topic_spec", "worker_topics",
+]

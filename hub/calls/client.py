@@ -20,8 +20,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from hub.broker.kafka_config import kafka_client_kwargs
-from hub.calls.core import H_REQUEST_ID, REPLY_SUBJECT, REQUEST_SUBJECT, CallRequest, reply_topic, request_topic
+from hub.broker.clients import make_consumer, make_producer
+from hub.calls.core import CallRequest
+from hub.contract import H_REQUEST_ID, REQUEST_SUBJECT, call_reply_topic, call_request_topic
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
@@ -91,16 +92,14 @@ class CallClient:
     _encode: Any = None
 
     async def start(self) -> CallClient:
-        kafka = kafka_client_kwargs(self.settings)
         request_id = await self.registry.register(REQUEST_SUBJECT, schema_text("schemas/hub/call_request.avsc"))
         request = await self.registry.schema_by_id(request_id)
         self._encode = framing.make_encoder(request_id, request.schema_str)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, acks="all", **kafka)
+        self.producer = make_producer(self.settings, self.bootstrap)
         await self.producer.start()
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         fetch_max_wait_ms=50, **kafka)
+        self.consumer = make_consumer(self.settings, self.bootstrap, fetch_max_wait_ms=50)
         await self.consumer.start()
-        topic = reply_topic(self.node)
+        topic = call_reply_topic(self.node)
         parts = [TopicPartition(topic, p) for p in sorted(await self.producer.partitions_for(topic))]
         self.consumer.assign(parts)
         await self.consumer.seek_to_end(*parts)
@@ -154,7 +153,7 @@ class CallClient:
         fut: asyncio.Future[tuple[dict[str, Any], float]] = asyncio.get_running_loop().create_future()
         self._pending[request.request_id] = fut
         rid = request.request_id.encode()
-        await self.producer.send(request_topic(self.node), self._encode(request.to_record()), key=rid,
+        await self.producer.send(call_request_topic(self.node), self._encode(request.to_record()), key=rid,
                                  headers=[(H_REQUEST_ID, rid)])
         return fut
 
@@ -180,10 +179,6 @@ class CallClient:
     async def record_of(self, reply: Mapping[str, Any]) -> dict[str, Any] | None:
         value = reply.get("record")
         return await self._decode(value) if value else None
-
-
-async def reply_schema_id(registry: RegistryClient) -> int:
-    return await registry.register(REPLY_SUBJECT, schema_text("schemas/hub/call_reply.avsc"))
 
 
 # ------------------------------------------------------------------------------------------------ records

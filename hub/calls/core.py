@@ -29,7 +29,14 @@ from enum import StrEnum
 from typing import Any
 
 from hub.catalogue.model import Node, Resource, tier_of
-from hub.pipeline.core import store_key
+from hub.contract import (
+    CALLS_TOPIC,
+    H_REQUEST_ID,
+    call_reply_topic,
+    call_request_topic,
+    node_of_request_topic,
+    store_key,
+)
 from hub.policy.decision import Decision, Reason, decide, quota_day
 from hub.policy.grants import GrantIndex
 from hub.policy.masking import Action, Kind, MaskPlan, field_kind, field_plan
@@ -37,16 +44,6 @@ from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.framing import FramingError
 from hub.routing.core import direction_between, record_district
-
-CALLS_TOPIC = "hub.calls"  # internal: admitted calls on their way to the partition owning the next stage
-INDEX_TOPIC = "hub.records.index"  # compacted changelog of the secondary index (field value -> primary keys)
-QUOTA_TOPIC = "hub.call-quota"  # compacted changelog of calls per (grant, CST day)
-REQUEST_SUBJECT = "hub.call-request-value"
-REPLY_SUBJECT = "hub.call-reply-value"
-
-H_REQUEST_ID = "hub-request-id"
-H_RESOURCE = "hub-resource"
-H_STAGE = "hub-call-stage"
 
 MAX_REQUEST_ID = 128
 
@@ -99,20 +96,6 @@ _STATUS_OF_REASON: Mapping[Reason, Status] = {
 
 def status_for(reason: Reason) -> Status:
     return _STATUS_OF_REASON.get(reason, Status.DENIED)
-
-
-def request_topic(node: str) -> str:
-    return f"call.{node}.request"
-
-
-def reply_topic(node: str) -> str:
-    return f"call.{node}.reply"
-
-
-def node_of_request_topic(topic: str) -> str | None:
-    if topic.startswith("call.") and topic.endswith(".request"):
-        return topic[5:-8] or None
-    return None
 
 
 # ------------------------------------------------------------------------------------------------ requests
@@ -423,7 +406,7 @@ class Reply:
 
     @property
     def topic(self) -> str:
-        return reply_topic(self.node)
+        return call_reply_topic(self.node)
 
     def to_record(self, now_ms: int) -> dict[str, Any]:
         """The CallReply Avro record."""
@@ -792,3 +775,9 @@ class QuotaTable:
         self.seen.add(key)
         slot = f"{grant_id}|{day}"
         self.counts[slot] = self.counts.get(slot, 0) + 1
+
+
+# TODO(worker): import from hub.contract. Old names kept for hub/calls/agents.py (imports and ``core.<name>``).
+from hub.contract import H_RESOURCE, H_STAGE, INDEX_TOPIC, QUOTA_TOPIC, REPLY_SUBJECT, REQUEST_SUBJECT  # noqa: E402, F401
+
+request_topic = call_request_topic

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from hub.broker.topics import AUDIT_TOPIC
+from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.settings import Settings
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def reconcile(
     registry: Annotated[str | None, typer.Option(
         help="schema registry URL (else HUB_REGISTRY_URL, else the hub's API)")] = None,
     topic: Annotated[str, typer.Option(help="the audit topic")] = AUDIT_TOPIC,
-    counts_topic: Annotated[str, typer.Option("--counts-topic", help="the count snapshots topic")] = "hub.counts",
+    counts_topic: Annotated[str, typer.Option("--counts-topic", help="the count snapshots topic")] = COUNTS_TOPIC,
     wait: Annotated[float, typer.Option(
         help="seconds to wait for count snapshots covering the log as it is now (0: compare what is covered)")
     ] = 10.0,

@@ -8,7 +8,7 @@ table, or JSON with ``--json``; errors print the API's message and exit 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import typer
 import yaml
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,7 +38,6 @@ TokenOpt = Annotated[
     str | None, typer.Option("--token", help="node or operator token (else HUB_TOKEN, else the operator token file)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
-TIERS = ("national", "municipal", "district", "region", "hub")
 
 
 class ApiError(Exception):
@@ -95,6 +94,49 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+def item_path(collection: str, item_id: str, *rest: str) -> str:
+    """``/v1/<collection>/<id>[/<rest>]``, the id quoted as one path segment."""
+    return "/".join([f"/v1/{collection}", quote(item_id, safe=""), *rest])
+
+
+def request_and_show(
+    api: str | None, token: str | None, as_json: bool, method: str, path: str, body: Any = None, *,
+    params: dict[str, Any] | None = None, show: Callable[[Any], Any],
+) -> Any:
+    """One API request (errors print the API's message and exit 1); prints the answer as JSON with ``--json``,
+    else ``show(answer)`` (a table or a line of text); returns the answer."""
+    with api_client(api, token) as client:
+        answer = client.call(method, path, body, params)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(show(answer))
+    return answer
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def rows_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def detail_table(title: str, fields: Iterable[tuple[str, str]]) -> Table:
+    """One item as a two-column (field, value) table."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in fields:
+        table.add_row(key, value)
+    return table
+
+
 def read_document(path: Path) -> Any:
     """A YAML or JSON file ('-': stdin); exits with a message if it cannot be read."""
     try:
@@ -138,50 +180,42 @@ def register_entry_schema(client: HubApi, entry: dict[str, Any], base: Path) -> 
 # ---------------------------------------------------------------- tables
 
 def resources_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} catalogue entr{'y' if len(rows) == 1 else 'ies'}")
-    for column in ("id", "title", "provider", "tier", "sharing", "version", "fields"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        sharing = r["sharing"] + (" (retired)" if r.get("retired") else "")
-        table.add_row(r["id"], r["title"], r["provider"], r["tier"], sharing, str(r["version"]),
-                      str(len(r.get("field_levels") or {})))
-    return table
+    return rows_table(
+        counted(len(rows), "catalogue entry", "catalogue entries"),
+        ("id", "title", "provider", "tier", "sharing", "version", "fields"),
+        ((r["id"], r["title"], r["provider"], r["tier"], r["sharing"] + (" (retired)" if r.get("retired") else ""),
+          str(r["version"]), str(len(r.get("field_levels") or {}))) for r in rows),
+    )
 
 
 def resource_detail(r: dict[str, Any]) -> Table:
-    table = Table(title=f"{r['id']} (version {r['version']}{', retired' if r.get('retired') else ''})",
-                  show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    for key in ("title", "provider", "tier", "subject", "sharing", "legal_basis", "primary_key", "locality_field",
-                "locality_from_resident_id", "return_to_locality", "report_up", "update_frequency", "description",
-                "updated_by", "updated_at"):
-        value = r.get(key)
-        table.add_row(key, ", ".join(value) if isinstance(value, list) else "" if value is None else str(value))
+    keys = ("title", "provider", "tier", "subject", "sharing", "legal_basis", "primary_key", "locality_field",
+            "locality_from_resident_id", "return_to_locality", "report_up", "update_frequency", "description",
+            "updated_by", "updated_at")
     levels = r.get("field_levels") or {}
-    table.add_row("field_levels", ", ".join(f"{k}={v}" for k, v in levels.items()))
     rules = r.get("quality_rules") or []
-    table.add_row("quality_rules", "\n".join(f"{q['field']}: {q['rule']} {q.get('args') or ''}".strip()
-                                             for q in rules))
-    return table
+    return detail_table(f"{r['id']} (version {r['version']}{', retired' if r.get('retired') else ''})", [
+        *((key, _text(r.get(key))) for key in keys),
+        ("field_levels", ", ".join(f"{k}={v}" for k, v in levels.items())),
+        ("quality_rules", "\n".join(f"{q['field']}: {q['rule']} {q.get('args') or ''}".strip() for q in rules)),
+    ])
+
+
+def _text(value: Any) -> str:
+    return ", ".join(value) if isinstance(value, list) else "" if value is None else str(value)
 
 
 def nodes_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} node{'s' if len(rows) != 1 else ''}")
-    for column in ("id", "title", "tier", "clearance", "token", "removed"):
-        table.add_column(column, overflow="fold")
-    for n in rows:
-        table.add_row(n["id"], n["title"], n["tier"], n["clearance"], n.get("token_id") or "-",
-                      "yes" if n.get("removed") else "")
-    return table
+    return rows_table(
+        counted(len(rows), "node"), ("id", "title", "tier", "clearance", "token", "removed"),
+        ((n["id"], n["title"], n["tier"], n["clearance"], n.get("token_id") or "-", "yes" if n.get("removed") else "")
+         for n in rows),
+    )
 
 
-def show_token(node: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print_json(node)
-        return
-    console.print(f"node [bold]{node['id']}[/] ({node['tier']}, clearance {node['clearance']})")
-    console.print(f"token (shown only now; the hub keeps only its hash):\n[bold]{node['token']}[/]")
+def token_text(node: dict[str, Any]) -> str:
+    return (f"node [bold]{node['id']}[/] ({node['tier']}, clearance {node['clearance']})\n"
+            f"token (shown only now; the hub keeps only its hash):\n[bold]{node['token']}[/]")
 
 
 # ---------------------------------------------------------------- hub catalog
@@ -196,14 +230,9 @@ def catalog_list(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Catalogue entries, filtered by tier, provider, sharing type and text."""
-    with api_client(api, token) as client:
-        rows = client.call("GET", "/v1/resources", params={
-            "tier": tier, "provider": provider, "sharing": sharing, "q": search, "retired": retired or None,
-        })
-    if as_json:
-        print_json(rows)
-    else:
-        console.print(resources_table(rows))
+    request_and_show(api, token, as_json, "GET", "/v1/resources", params={
+        "tier": tier, "provider": provider, "sharing": sharing, "q": search, "retired": retired or None,
+    }, show=resources_table)
 
 
 @catalog_app.command("show")
@@ -213,16 +242,11 @@ def catalog_show(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """One catalogue entry (or its history with --versions)."""
-    path = f"/v1/resources/{quote(resource_id, safe='')}"
-    with api_client(api, token) as client:
-        data = client.call("GET", path + ("/versions" if versions else ""))
-    if as_json:
-        print_json(data)
-    elif versions:
-        for entry in data:
-            console.print(resource_detail(entry))
+    if versions:
+        request_and_show(api, token, as_json, "GET", item_path("resources", resource_id, "versions"),
+                         show=lambda entries: Group(*map(resource_detail, entries)))
     else:
-        console.print(resource_detail(data))
+        request_and_show(api, token, as_json, "GET", item_path("resources", resource_id), show=resource_detail)
 
 
 @catalog_app.command("create")
@@ -256,7 +280,7 @@ def catalog_update(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """A new version of an entry: the whole entry from --file, or only the fields given as options."""
-    path = f"/v1/resources/{quote(resource_id, safe='')}"
+    path = item_path("resources", resource_id)
     with api_client(api, token) as client:
         if file is not None:
             entry = read_document(file)
@@ -287,12 +311,8 @@ def catalog_retire(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Retire an entry: no new grants, no deliveries; its history stays."""
-    with api_client(api, token) as client:
-        result = client.call("DELETE", f"/v1/resources/{quote(resource_id, safe='')}")
-    if as_json:
-        print_json(result)
-    else:
-        console.print(f"retired [bold]{result['id']}[/] (version {result['version']})")
+    request_and_show(api, token, as_json, "DELETE", item_path("resources", resource_id),
+                     show=lambda r: f"retired [bold]{r['id']}[/] (version {r['version']})")
 
 
 def _entries_of(document: Any) -> list[Any] | None:
@@ -349,15 +369,10 @@ def catalog_import(
     if as_json:
         print_json({**counts, "entries": report})
     else:
-        table = Table(title=f"import of {file.name}")
-        for column in ("#", "id", "status", "detail"):
-            table.add_column(column, overflow="fold")
         colours = {"created": "green", "updated": "cyan", "unchanged": "dim", "rejected": "bold red"}
-        for line in report:
-            status = line["status"]
-            table.add_row(str(line["index"]), str(line["id"] or "?"), f"[{colours[status]}]{status}[/]",
-                          line["message"])
-        console.print(table)
+        console.print(rows_table(f"import of {file.name}", ("#", "id", "status", "detail"), (
+            (str(line["index"]), str(line["id"] or "?"), f"[{colours[line['status']]}]{line['status']}[/]",
+             line["message"]) for line in report)))
         console.print(", ".join(f"{n} {s}" for s, n in counts.items()))
     if counts["rejected"]:
         raise typer.Exit(1)
@@ -372,12 +387,8 @@ def node_list(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Registered nodes."""
-    with api_client(api, token) as client:
-        rows = client.call("GET", "/v1/nodes", params={"tier": tier, "removed": removed or None})
-    if as_json:
-        print_json(rows)
-    else:
-        console.print(nodes_table(rows))
+    request_and_show(api, token, as_json, "GET", "/v1/nodes", params={"tier": tier, "removed": removed or None},
+                     show=nodes_table)
 
 
 @node_app.command("register")
@@ -388,9 +399,8 @@ def node_register(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Register a node (operator); prints its token, once."""
-    with api_client(api, token) as client:
-        node = client.call("POST", "/v1/nodes", {"id": node_id, "title": title, "clearance": clearance})
-    show_token(node, as_json)
+    request_and_show(api, token, as_json, "POST", "/v1/nodes", {"id": node_id, "title": title, "clearance": clearance},
+                     show=token_text)
 
 
 @node_app.command("show")
@@ -399,12 +409,7 @@ def node_show(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """One node."""
-    with api_client(api, token) as client:
-        node = client.call("GET", f"/v1/nodes/{quote(node_id, safe='')}")
-    if as_json:
-        print_json(node)
-    else:
-        console.print(nodes_table([node]))
+    request_and_show(api, token, as_json, "GET", item_path("nodes", node_id), show=lambda node: nodes_table([node]))
 
 
 @node_app.command("token")
@@ -413,9 +418,7 @@ def node_token(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Issue a new token for a node (the operator, or the node itself); the previous one stops working."""
-    with api_client(api, token) as client:
-        node = client.call("POST", f"/v1/nodes/{quote(node_id, safe='')}/token")
-    show_token(node, as_json)
+    request_and_show(api, token, as_json, "POST", item_path("nodes", node_id, "token"), show=token_text)
 
 
 @node_app.command("remove")
@@ -424,12 +427,8 @@ def node_remove(
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Remove a node (operator): its token stops working."""
-    with api_client(api, token) as client:
-        node = client.call("DELETE", f"/v1/nodes/{quote(node_id, safe='')}")
-    if as_json:
-        print_json(node)
-    else:
-        console.print(f"removed [bold]{node['id']}[/]")
+    request_and_show(api, token, as_json, "DELETE", item_path("nodes", node_id),
+                     show=lambda node: f"removed [bold]{node['id']}[/]")
 
 
 # ---------------------------------------------------------------- hub scenario
@@ -437,17 +436,9 @@ def node_remove(
 @scenario_app.command("list")
 def scenario_list(api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False) -> None:
     """Registered scenarios."""
-    with api_client(api, token) as client:
-        rows = client.call("GET", "/v1/scenarios")
-    if as_json:
-        print_json(rows)
-        return
-    table = Table(title=f"{len(rows)} scenario{'s' if len(rows) != 1 else ''}")
-    for column in ("id", "title", "legal basis", "version"):
-        table.add_column(column, overflow="fold")
-    for s in rows:
-        table.add_row(s["id"], s["title"], s["legal_basis"], str(s["version"]))
-    console.print(table)
+    request_and_show(api, token, as_json, "GET", "/v1/scenarios", show=lambda rows: rows_table(
+        counted(len(rows), "scenario"), ("id", "title", "legal basis", "version"),
+        ((s["id"], s["title"], s["legal_basis"], str(s["version"])) for s in rows)))
 
 
 @scenario_app.command("create")
@@ -460,9 +451,5 @@ def scenario_create(
 ) -> None:
     """Register a scenario (operator)."""
     body = {"id": scenario_id, "title": title, "legal_basis": legal_basis, "description": description}
-    with api_client(api, token) as client:
-        scenario = client.call("POST", "/v1/scenarios", body)
-    if as_json:
-        print_json(scenario)
-    else:
-        console.print(f"registered scenario [bold]{scenario['id']}[/]")
+    request_and_show(api, token, as_json, "POST", "/v1/scenarios", body,
+                     show=lambda scenario: f"registered scenario [bold]{scenario['id']}[/]")

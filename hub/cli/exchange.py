@@ -18,13 +18,14 @@ from urllib.parse import quote
 
 import httpx
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import describe_partitions, make_consumer, make_producer
 from hub.calls.client import CallClient, Endpoints, endpoints, jsonable, read_json_lines, to_avro
+from hub.contract import H_EVENT_ID, H_FLAG, H_RESOURCE, H_SCENARIO, feed_topic, ingress_topic
 from hub.control.tokens import process_token
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
@@ -146,9 +147,8 @@ async def _publish(
             _fail(f"record {n} does not fit {subject} (schema id {schema_id}): {exc}")
         key = "|".join(str(record.get(f)) for f in pk).encode() if pk else None
         encoded.append((key, data, event_id or str(uuid.uuid4())))
-    topic = f"ingress.{node}"
-    producer = AIOKafkaProducer(bootstrap_servers=ends.bootstrap, acks="all", linger_ms=5,
-                                **kafka_client_kwargs(settings))
+    topic = ingress_topic(node)
+    producer = make_producer(settings, ends.bootstrap, linger_ms=5)
     await producer.start()
     try:
         futures = []
@@ -156,7 +156,7 @@ async def _publish(
                       console=err, disable=not progress or len(encoded) < 2, transient=True) as bar:
             task = bar.add_task("publish", total=len(encoded))
             for key, data, eid in encoded:
-                headers = [("hub-resource", entry["id"].encode()), ("hub-event-id", eid.encode())]
+                headers = [(H_RESOURCE, entry["id"].encode()), (H_EVENT_ID, eid.encode())]
                 fut = await producer.send(topic, data, key=key, headers=headers)
                 fut.add_done_callback(lambda _: bar.advance(task))
                 futures.append(fut)
@@ -198,11 +198,10 @@ async def _subscribe(
     settings: Settings, ends: Endpoints, node: str, from_beginning: bool, max_records: int | None,
     timeout: float | None, group: str | None, as_json: bool,
 ) -> int:
-    topic = f"feed.{node}"
-    kafka = kafka_client_kwargs(settings)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=ends.bootstrap, group_id=group, enable_auto_commit=group is not None,
-        auto_offset_reset="earliest" if from_beginning else "latest", **kafka,
+    topic = feed_topic(node)
+    consumer = make_consumer(
+        settings, ends.bootstrap, group_id=group, enable_auto_commit=group is not None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     registry = RegistryClient(ends.registry)
     await consumer.start()
@@ -211,10 +210,10 @@ async def _subscribe(
         if group is not None:
             consumer.subscribe([topic])
         else:
-            partitions = await _partitions(ends.bootstrap, settings, topic)
-            if not partitions:
+            error, partitions = await describe_partitions(settings, ends.bootstrap, topic)  # never creates it
+            if error or not partitions:
                 _fail(f"there is no topic {topic}: is {node} a registered node?")
-            tps = [TopicPartition(topic, p) for p in sorted(partitions or ())]
+            tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             if from_beginning:
                 await consumer.seek_to_beginning(*tps)
@@ -244,21 +243,6 @@ async def _subscribe(
     return count
 
 
-async def _partitions(bootstrap: str, settings: Settings, topic: str) -> set[int]:
-    """The topic's partitions, empty if it does not exist (asked without creating it, unlike a metadata fetch)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
-    await admin.start()
-    try:
-        if topic not in await admin.list_topics():
-            return set()
-        described = await admin.describe_topics([topic])
-        return {p["partition"] for p in described[0]["partitions"]}
-    finally:
-        await admin.close()
-
-
 async def _decoded(registry: RegistryClient, msg: Any) -> dict[str, Any]:
     headers = {k: (v or b"").decode("utf-8", errors="replace") for k, v in msg.headers or ()}
     row: dict[str, Any] = {
@@ -284,8 +268,8 @@ def _feed_table(rows: list[dict[str, Any]]) -> Table:
         h = row["headers"]
         record = row["record"]
         shown = json.dumps(record, ensure_ascii=False) if record is not None else f"[red]{row.get('error')}[/]"
-        table.add_row(f"{row['partition']}/{row['offset']}", h.get("hub-resource", ""), h.get("hub-event-id", ""),
-                      h.get("hub-scenario", ""), h.get("hub-flag", ""), shown)
+        table.add_row(f"{row['partition']}/{row['offset']}", h.get(H_RESOURCE, ""), h.get(H_EVENT_ID, ""),
+                      h.get(H_SCENARIO, ""), h.get(H_FLAG, ""), shown)
     return table
 
 

@@ -8,18 +8,20 @@ message and exits 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
-from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, api_client, console, print_json
+from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, counted, detail_table, item_path, request_and_show, rows_table
 
 grant_app = typer.Typer(help="Grants: a consumer asks for a resource for a scenario; the provider decides.",
                         no_args_is_help=True)
 
+GrantIdArg = Annotated[str, typer.Argument(help="grant id")]
+ReasonOpt = Annotated[str, typer.Option(help="why (required)")]
 STATE_STYLE = {"active": "green", "requested": "yellow", "denied": "red", "revoked": "red", "expired": "dim"}
 
 
@@ -36,39 +38,32 @@ def _state(g: dict[str, Any]) -> str:
 
 
 def grants_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"{len(rows)} grant{'s' if len(rows) != 1 else ''}")
-    for column in ("id", "consumer", "resource", "provider", "scenario", "mode", "state", "updated"):
-        table.add_column(column, overflow="fold")
-    for g in rows:
-        table.add_row(g["id"], g["consumer"], g["resource"], g.get("provider") or "-", g["scenario"], g["mode"],
-                      _state(g), _when(g["updated_at"]))
-    return table
+    return rows_table(
+        counted(len(rows), "grant"), ("id", "consumer", "resource", "provider", "scenario", "mode", "state", "updated"),
+        ((g["id"], g["consumer"], g["resource"], g.get("provider") or "-", g["scenario"], g["mode"], _state(g),
+          _when(g["updated_at"])) for g in rows),
+    )
 
 
 def grant_detail(g: dict[str, Any]) -> Table:
-    table = Table(title=f"grant {g['id']}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    table.add_row("state", _state(g))
-    for key in ("consumer", "resource", "provider", "scenario", "mode", "row_scope", "daily_quota", "requested_by",
-                "decided_by", "reason"):
-        value = g.get(key)
-        table.add_row(key, "-" if value is None else str(value))
+    keys = ("consumer", "resource", "provider", "scenario", "mode", "row_scope", "daily_quota", "requested_by",
+            "decided_by", "reason")
     fields = g.get("allowed_fields")
-    table.add_row("allowed_fields", ", ".join(fields) if fields else "all the consumer's clearance allows")
     until = _when(g.get("valid_to")) if g.get("valid_to") else "open"
-    table.add_row("valid", f"{_when(g.get('valid_from'))} .. {until}")
-    table.add_row("requested_at", _when(g.get("requested_at")))
-    table.add_row("updated_at", _when(g.get("updated_at")))
-    return table
+    return detail_table(f"grant {g['id']}", [
+        ("state", _state(g)),
+        *((key, "-" if g.get(key) is None else str(g[key])) for key in keys),
+        ("allowed_fields", ", ".join(fields) if fields else "all the consumer's clearance allows"),
+        ("valid", f"{_when(g.get('valid_from'))} .. {until}"),
+        ("requested_at", _when(g.get("requested_at"))),
+        ("updated_at", _when(g.get("updated_at"))),
+    ])
 
 
-def _show(grant: dict[str, Any], as_json: bool, verb: str) -> None:
-    if as_json:
-        print_json(grant)
-        return
-    console.print(f"{verb} grant [bold]{grant['id']}[/]: {_state(grant)}"
-                  + (f" - {grant['reason']}" if grant.get("reason") else ""))
+def _outcome(verb: str) -> Callable[[dict[str, Any]], str]:
+    """The line a grant change prints: ``<verb> grant <id>: <state> - <reason>``."""
+    return lambda grant: (f"{verb} grant [bold]{grant['id']}[/]: {_state(grant)}"
+                          + (f" - {grant['reason']}" if grant.get("reason") else ""))
 
 
 @grant_app.command("request")
@@ -93,9 +88,7 @@ def grant_request(
     optional = {"consumer": consumer, "valid_to": valid_to, "daily_quota": quota, "reason": reason,
                 "allowed_fields": [f.strip() for f in fields.split(",") if f.strip()] if fields else None}
     body.update({k: v for k, v in optional.items() if v is not None})
-    with api_client(api, token) as client:
-        grant = client.call("POST", "/v1/grants", body)
-    _show(grant, as_json, "requested:")
+    request_and_show(api, token, as_json, "POST", "/v1/grants", body, show=_outcome("requested:"))
 
 
 @grant_app.command("list")
@@ -111,38 +104,27 @@ def grant_list(
     """The grants the caller holds or provides (the operator: all), newest change first."""
     params = {"consumer": consumer, "resource": resource, "provider": provider, "scenario": scenario, "mode": mode,
               "state": state}
-    with api_client(api, token) as client:
-        rows = client.call("GET", "/v1/grants", params=params)
-    if as_json:
-        print_json(rows)
-    else:
-        console.print(grants_table(rows))
+    request_and_show(api, token, as_json, "GET", "/v1/grants", params=params, show=grants_table)
 
 
 @grant_app.command("show")
 def grant_show(
-    grant_id: Annotated[str, typer.Argument(help="grant id")],
+    grant_id: GrantIdArg,
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """One grant."""
-    with api_client(api, token) as client:
-        grant = client.call("GET", f"/v1/grants/{quote(grant_id, safe='')}")
-    if as_json:
-        print_json(grant)
-    else:
-        console.print(grant_detail(grant))
+    request_and_show(api, token, as_json, "GET", item_path("grants", grant_id), show=grant_detail)
 
 
 def _decide(grant_id: str, verb: str, reason: str | None, api: str | None, token: str | None, as_json: bool) -> None:
     body = {"reason": reason} if reason else None
-    with api_client(api, token) as client:
-        grant = client.call("POST", f"/v1/grants/{quote(grant_id, safe='')}/{verb}", body)
-    _show(grant, as_json, {"approve": "approved", "deny": "denied", "revoke": "revoked"}[verb])
+    request_and_show(api, token, as_json, "POST", item_path("grants", grant_id, verb), body,
+                     show=_outcome({"approve": "approved", "deny": "denied", "revoke": "revoked"}[verb]))
 
 
 @grant_app.command("approve")
 def grant_approve(
-    grant_id: Annotated[str, typer.Argument(help="grant id")],
+    grant_id: GrantIdArg,
     reason: Annotated[str | None, typer.Option(help="justification (optional)")] = None,
     api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
@@ -150,21 +132,18 @@ def grant_approve(
     _decide(grant_id, "approve", reason, api, token, as_json)
 
 
-@grant_app.command("deny")
-def grant_deny(
-    grant_id: Annotated[str, typer.Argument(help="grant id")],
-    reason: Annotated[str, typer.Option(help="why (required)")],
-    api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """Deny a requested grant (the resource's provider or the operator)."""
-    _decide(grant_id, "deny", reason, api, token, as_json)
+def _decision_command(verb: str, doc: str) -> None:
+    """``hub grant deny`` and ``hub grant revoke``: the same command but for the verb (a reason is required)."""
+
+    def command(
+        grant_id: GrantIdArg, reason: ReasonOpt, api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        _decide(grant_id, verb, reason, api, token, as_json)
+
+    command.__doc__ = doc
+    grant_app.command(verb)(command)
 
 
-@grant_app.command("revoke")
-def grant_revoke(
-    grant_id: Annotated[str, typer.Argument(help="grant id")],
-    reason: Annotated[str, typer.Option(help="why (required)")],
-    api: ApiOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """Revoke an active grant (the provider, the consumer or the operator): delivery stops at the next event."""
-    _decide(grant_id, "revoke", reason, api, token, as_json)
+_decision_command("deny", "Deny a requested grant (the resource's provider or the operator).")
+_decision_command("revoke", "Revoke an active grant (the provider, the consumer or the operator): delivery stops at "
+                            "the next event.")

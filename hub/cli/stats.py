@@ -9,9 +9,8 @@ import typer
 from rich.console import Console, Group
 from rich.table import Table
 
-from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, api_client, print_json
+from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, request_and_show
 
-console = Console()
 err = Console(stderr=True)
 
 
@@ -36,12 +35,7 @@ def stats(
     """The exchange figures (DOMAIN.md's table: calls, records down/up/regional, locality returns, catalogue
     sizes) counted by the hub over a date range (default: every day counted), with their definitions."""
     params = {"from": _day(first, "from"), "to": _day(last, "to")}
-    with api_client(api, token) as client:
-        data = client.call("GET", "/v1/stats", params=params)
-    if as_json:
-        print_json(data)
-        return
-    console.print(render_stats(data))
+    request_and_show(api, token, as_json, "GET", "/v1/stats", params=params, show=render_stats)
 
 
 def _n(value: Any) -> str:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.control.state import CatalogEntry, NodeEntry, ScenarioEntry
 from hub.control.topicstore import StoreRecord
 from hub.policy.model import Grant

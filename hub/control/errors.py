@@ -8,9 +8,15 @@ from __future__ import annotations
 
 
 class ControlError(Exception):
-    """A refused control-plane request: ``status`` (4xx), ``code`` (bounded, machine-readable), message."""
+    """A refused control-plane request: ``status`` (4xx, set by each subclass: ``class X(ControlError, status=...)``),
+    ``code`` (bounded, machine-readable), message."""
 
     status = 400
+
+    def __init_subclass__(cls, *, status: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status = status
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -21,52 +27,36 @@ class ControlError(Exception):
         return {"code": self.code, "message": self.message}
 
 
-class Invalid(ControlError):
-    """The request is well-formed JSON but breaks a rule (unknown field, missing legal basis, ...): 422."""
-
-    status = 422
+class Invalid(ControlError, status=422):
+    """The request is well-formed JSON but breaks a rule (unknown field, missing legal basis, ...)."""
 
 
-class Forbidden(ControlError):
-    """The caller may not do this (a node acts only as itself; operator-only endpoints): 403."""
-
-    status = 403
+class Forbidden(ControlError, status=403):
+    """The caller may not do this (a node acts only as itself; operator-only endpoints)."""
 
 
-class NotFound(ControlError):
-    """No such node, scenario or catalogue entry: 404."""
-
-    status = 404
+class NotFound(ControlError, status=404):
+    """No such node, scenario or catalogue entry."""
 
 
-class Conflict(ControlError):
-    """The entity already exists, is retired, or changed concurrently: 409."""
-
-    status = 409
+class Conflict(ControlError, status=409):
+    """The entity already exists, is retired, or changed concurrently."""
 
 
-class Unauthorized(ControlError):
-    """No credentials, or credentials that match no live node: 401 (with a WWW-Authenticate challenge)."""
-
-    status = 401
+class Unauthorized(ControlError, status=401):
+    """No credentials, or credentials that match no live node (answered with a WWW-Authenticate challenge)."""
 
 
-class UnsupportedMediaType(ControlError):
-    """A request body that is not JSON: 415."""
-
-    status = 415
+class UnsupportedMediaType(ControlError, status=415):
+    """A request body that is not JSON."""
 
 
-class BadRequest(ControlError):
-    """A request body that cannot be parsed at all (malformed JSON, not UTF-8): 400."""
-
-    status = 400
+class BadRequest(ControlError, status=400):
+    """A request body that cannot be parsed at all (malformed JSON, not UTF-8)."""
 
 
-class TooManyRequests(ControlError):
-    """Too many failed authentications from this client or for this node: 429 with ``Retry-After`` seconds."""
-
-    status = 429
+class TooManyRequests(ControlError, status=429):
+    """Too many failed authentications from this client or for this node (answered with ``Retry-After`` seconds)."""
 
     def __init__(self, code: str, message: str, retry_after: int) -> None:
         super().__init__(code, message)

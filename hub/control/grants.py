@@ -20,9 +20,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hub.contract import OPERATOR
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
 from hub.control.operations import current_entry, validation_message
-from hub.control.state import OPERATOR, ControlState
+from hub.control.state import ControlState
 from hub.policy import grants as lifecycle
 from hub.policy.model import Grant, GrantState, Mode, RowScope
 

@@ -24,8 +24,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from hub.catalogue.model import Level, QualityRule, Resource, Sharing, Subscription, Tier, tier_of, validate_node_id
+from hub.contract import OPERATOR
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
-from hub.control.state import OPERATOR, CatalogEntry, ControlState, NodeEntry, ScenarioEntry, same_resource
+from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEntry, same_resource
 from hub.control.tokens import IssuedToken
 from hub.identifiers import DISTRICTS
 from hub.policy.model import Grant, Scenario, check_scenario_id

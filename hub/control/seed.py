@@ -16,14 +16,22 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
+from hub.contract import (
+    AUDIT_SUBJECT,
+    CATALOG_TOPIC,
+    GRANTS_TOPIC,
+    NODES_TOPIC,
+    OPERATOR,
+    QUARANTINE_SUBJECT,
+    SCENARIOS_TOPIC,
+)
 from hub.control import operations as ops
 from hub.control.codec import Entity
 from hub.control.errors import Conflict, ControlError
 from hub.control.schemas import SchemaSource
 from hub.control.service import ControlService, now_ms
-from hub.control.state import OPERATOR, CatalogEntry, ControlState, ScenarioEntry
+from hub.control.state import CatalogEntry, ControlState, ScenarioEntry
 from hub.policy.model import Scenario
 from hub.settings import REPO_ROOT
 
@@ -32,8 +40,8 @@ log = logging.getLogger("hub.control")
 # The hub's own value schemas the exchange worker registers (hub.pipeline.worker): registered here at start as
 # well, so a worker finds them already there (a registration that changes nothing needs no token).
 HUB_SCHEMAS = {
-    "hub.audit-value": "schemas/hub/audit_record.avsc",
-    "hub.quarantine-value": "schemas/hub/quarantine_record.avsc",
+    AUDIT_SUBJECT: "schemas/hub/audit_record.avsc",
+    QUARANTINE_SUBJECT: "schemas/hub/quarantine_record.avsc",
 }
 
 

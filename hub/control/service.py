@@ -14,12 +14,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, ensure_topics, node_topics
+from hub.broker.topics import ensure_topics
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS, node_topics
 from hub.control import grants as grant_ops
 from hub.control import operations as ops
 from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subject_of
 from hub.control.errors import Conflict
-from hub.control.state import CONTROL_TOPICS, CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
+from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
 from hub.control.tokens import IssuedToken, issue
 from hub.control.topicstore import StoreUnavailable
 from hub.control.view import ControlView
@@ -63,7 +64,7 @@ class ControlService(ControlView):
 
     async def start(self) -> None:
         """Register the control topics' value schemas, then load the topics (see ControlView.start)."""
-        ids = {topic: await self.schemas.register(subject_of(topic), schema_text(topic)) for topic in CONTROL_TOPICS}
+        ids = {topic: await self.schemas.register(subject_of(topic), schema_text(topic)) for topic in STATE_TOPICS}
         self.encoder = ControlEncoder(ids)
         await super().start()
 
@@ -224,11 +225,6 @@ class ControlService(ControlView):
             except Exception as exc:  # a concurrent change or the broker away: try again next time
                 log.warning("could not write grant expiries yet: %s", exc)
             await asyncio.sleep(interval)
-
-    async def write_changes(self, changes: Sequence[Change]) -> None:
-        """Write prepared entities as they are (seeding)."""
-        if changes:
-            await self.run(lambda s: (None, list(changes)))
 
 
 def _one(topic: str, entity: Entity) -> tuple[Any, list[Change]]:

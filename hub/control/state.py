@@ -19,12 +19,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.catalogue.model import ExchangeConfig, Level, Node, Resource, Subscription, Tier, tier_of
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.policy.model import Grant, Scenario, to_epoch_ms
-
-CONTROL_TOPICS = (NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)
-OPERATOR = "hub"
 
 
 class _Entry(BaseModel):

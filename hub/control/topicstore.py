@@ -26,15 +26,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import make_consumer, make_producer
+from hub.broker.topics import CONTROL_STATE, ensure_topics
 from hub.settings import Settings
 
 log = logging.getLogger("hub.topicstore")
 
-_TOPIC_ALREADY_EXISTS = 36
 _MAX_ATTEMPTS = 5
 
 T = TypeVar("T")
@@ -86,10 +85,6 @@ class StoreTimeout(StoreError):
     status = 504
 
 
-class WriteConflict(Exception):
-    """Raised by a caller's ``verify`` to give up on a write another process changed under it."""
-
-
 class CompactedTopicStore:
     """Keeps appliers in step with compacted topics (partition 0 of each) and appends records to them."""
 
@@ -134,26 +129,20 @@ class CompactedTopicStore:
 
     async def start(self) -> None:
         """Create missing topics, load them to the end, then keep tailing them in the background."""
-        kwargs = kafka_client_kwargs(self.settings)
         try:
-            await self._ensure_topics()
+            await ensure_topics(self.settings, self.bootstrap, self.topics, spec=CONTROL_STATE)
         except Exception as exc:  # a reader may lack the right to create topics: the writer creates them
             if not self.read_only:
                 raise
             log.info("%s: could not check or create %s (%s); reading them anyway", self.name, self.topics, exc)
         if not self.read_only:
-            self._producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=0, **kwargs
-            )
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=200, **kwargs,
+            self._producer = make_producer(self.settings, self.bootstrap, enable_idempotence=True)
+        self._consumer = make_consumer(
+            self.settings, self.bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=200,
         )
         # Kafka answers requests on one connection in order, so an end-offset query sent on the tailing
         # consumer's connection would wait behind its long-polling fetch: offsets get a client of their own.
-        self._offsets = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, **kwargs
-        )
+        self._offsets = make_consumer(self.settings, self.bootstrap)
         try:
             if self._producer is not None:
                 await self._producer.start()
@@ -194,30 +183,6 @@ class CompactedTopicStore:
                 with contextlib.suppress(Exception):
                     await client.stop()
         self._consumer = self._offsets = self._producer = None
-
-    async def _ensure_topics(self) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_client_kwargs(self.settings))
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            missing = [topic for topic in self.topics if topic not in existing]
-            if not missing:
-                return
-            response = await admin.create_topics([
-                NewTopic(
-                    name=topic, num_partitions=1, replication_factor=self.settings.topic_replication,
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-                for topic in missing
-            ])
-            for error in getattr(response, "topic_errors", []):
-                code = error[1]
-                if code not in (0, _TOPIC_ALREADY_EXISTS):
-                    message = error[2] if len(error) > 2 else ""
-                    raise RuntimeError(f"cannot create the compacted topic {error[0]}: error {code} {message}")
-            log.info("%s: created the compacted topic(s) %s", self.name, ", ".join(missing))
-        finally:
-            await admin.close()
 
     # ------------------------------------------------------------ reading the topics
 

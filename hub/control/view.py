@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from hub.contract import STATE_TOPICS
 from hub.control.codec import DecodeError, decode
 from hub.control.schemas import ClientSchemas, SchemaSource
-from hub.control.state import CONTROL_TOPICS, ControlSnapshot, ControlState, snapshot
+from hub.control.state import ControlSnapshot, ControlState, snapshot
 from hub.control.topicstore import Applier, CompactedTopicStore, Fetched
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -44,7 +45,7 @@ class ControlView:
         self.schemas: SchemaSource = ClientSchemas(registry) if isinstance(registry, RegistryClient) else registry
         self.state = ControlState()
         self.store = CompactedTopicStore(
-            settings, {topic: self._applier(topic) for topic in CONTROL_TOPICS}, bootstrap=bootstrap,
+            settings, {topic: self._applier(topic) for topic in STATE_TOPICS}, bootstrap=bootstrap,
             name="control plane", start_timeout=start_timeout, write_timeout=write_timeout,
             prepare=self._prepare, read_only=self.read_only,
         )

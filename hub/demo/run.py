@@ -21,16 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import make_consumer, make_producer
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
+from hub.contract import H_EVENT_ID, H_RESOURCE, OPERATOR, feed_topic, ingress_topic, quarantine_topic
 from hub.demo.data import record_generator
-from hub.pipeline.core import H_EVENT_ID, H_RESOURCE
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.routing.core import route, subscriptions_by_resource
@@ -94,7 +94,7 @@ def expected_for(config: ExchangeConfig, resource_id: str, record: dict[str, Any
     assert resource is not None
     subs = subscriptions_by_resource(config.subscriptions).get(resource_id, [])
     for d in route(record, resource, subs):
-        exp.feeds[f"feed.{d.consumer}"] += 1
+        exp.feeds[feed_topic(d.consumer)] += 1
         exp.directions[d.direction] += 1
         if d.reason == "locality-return":
             exp.locality[d.consumer] += 1
@@ -106,14 +106,13 @@ async def simulate(settings: Settings, status: dict, per_department: int, consol
     registry = RegistryClient(status["api"])
     rng = random.Random(2026)
     exp = Expectation()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, **kafka_client_kwargs(settings))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                **kafka_client_kwargs(settings))
+    producer = make_producer(settings, bootstrap, linger_ms=5)
+    consumer = make_consumer(settings, bootstrap)
     await producer.start()
     await consumer.start()
     try:
-        watched = [f"feed.{n.id}" for n in config.nodes if n.id != "hub"]
-        watched += [f"quarantine.{p}" for p in config.providers]
+        watched = [feed_topic(n.id) for n in config.nodes if n.id != OPERATOR]
+        watched += [quarantine_topic(p) for p in config.providers]
         partitions = [TopicPartition(t, p) for t in watched for p in (consumer.partitions_for_topic(t) or {0})]
         consumer.assign(partitions)
         start_offsets = await consumer.end_offsets(partitions)
@@ -135,14 +134,14 @@ async def simulate(settings: Settings, status: dict, per_department: int, consol
                 value = framing.encode(schema_id, parsed, record)
                 good_sample.setdefault(resource.provider, value)
                 headers = [(H_RESOURCE, resource.id.encode()), (H_EVENT_ID, str(uuid.uuid4()).encode())]
-                sends.append(await producer.send(f"ingress.{resource.provider}", value, headers=headers))
+                sends.append(await producer.send(ingress_topic(resource.provider), value, headers=headers))
                 expected_for(config, resource.id, record, exp)
         for provider, good in good_sample.items():
             resource_id = next(r.id for r in config.resources if r.provider == provider)
             for rule, spoil in BAD_RECORDS.items():
                 headers = [] if rule == "missing_header" else [(H_RESOURCE, resource_id.encode())]
-                sends.append(await producer.send(f"ingress.{provider}", spoil(good), headers=headers))
-                exp.quarantine[f"quarantine.{provider}"] += 1
+                sends.append(await producer.send(ingress_topic(provider), spoil(good), headers=headers))
+                exp.quarantine[quarantine_topic(provider)] += 1
         await asyncio.gather(*sends)
 
         wanted = exp.feeds + exp.quarantine

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 TIERS = ("national", "municipal", "district", "region", "hub")
-KINDS = ("publish", "deliver", "call", "report", "regional")
 OUTCOMES = ("ok", "denied", "quarantined", "error")
 DIRECTIONS = ("down", "up", "lateral", "regional")
 CALLED_TIERS = ("national", "municipal", "district", "region")

@@ -34,8 +34,8 @@ from functools import lru_cache
 from typing import Any
 
 from hub.catalogue.model import Node, Resource
+from hub.contract import OPERATOR
 from hub.identifiers import CHINA_STANDARD_TIME
-from hub.policy.grants import HUB_OPERATOR
 from hub.policy.model import Grant, Mode, to_epoch_ms
 
 __all__ = ["Decision", "Reason", "decide", "quota_day", "visible_entry"]
@@ -238,7 +238,7 @@ def visible_entry(resource: Resource, viewer: Node | None) -> dict[str, Any]:
     same restricted view of every entry. ``visibility`` says which view was given.
     """
     full = viewer is not None and (
-        resource.sharing != "none" or viewer.id in (resource.provider, HUB_OPERATOR)
+        resource.sharing != "none" or viewer.id in (resource.provider, OPERATOR)
     )
     if full:
         entry = resource.model_dump(mode="json")

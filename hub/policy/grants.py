@@ -23,10 +23,10 @@ from types import MappingProxyType
 from typing import Any
 
 from hub.catalogue.model import Node, Resource
+from hub.contract import OPERATOR
 from hub.policy.model import Grant, GrantState, Mode, RowScope, Scenario, to_epoch_ms
 
 __all__ = [
-    "HUB_OPERATOR",
     "GrantError",
     "GrantIndex",
     "InvalidRequest",
@@ -41,7 +41,6 @@ __all__ = [
     "revoke",
 ]
 
-HUB_OPERATOR = "hub"
 GRANT_ID_NAMESPACE = uuid.UUID("0f5c2f0e-6a55-4c1e-9d0b-7d1f3b2a9e44")
 
 
@@ -124,7 +123,7 @@ def request(
     """
     at = _now_ms(now)
     actor = requested_by or consumer.id
-    if actor not in (consumer.id, HUB_OPERATOR):
+    if actor not in (consumer.id, OPERATOR):
         raise NotAuthorised(
             "not_authorised", f"{actor} cannot request a grant for {consumer.id}: a node acts only as itself"
         )
@@ -158,10 +157,10 @@ def request(
     state: GrantState
     decided_by: str | None
     if resource.sharing == "none":
-        state, decided_by = "denied", HUB_OPERATOR
+        state, decided_by = "denied", OPERATOR
         reason = f"not_shared: {resource.legal_basis}"
     elif resource.sharing == "unconditional":
-        state, decided_by = "active", HUB_OPERATOR
+        state, decided_by = "active", OPERATOR
         reason = reason or "auto_approved: unconditional sharing"
     else:
         state, decided_by = "requested", None
@@ -195,7 +194,7 @@ def _check_resource(grant: Grant, resource: Resource) -> None:
 
 def _check_decider(grant: Grant, resource: Resource, actor: str, verb: str) -> None:
     """Only the resource's provider or the hub operator may approve or deny."""
-    if actor not in (resource.provider, HUB_OPERATOR):
+    if actor not in (resource.provider, OPERATOR):
         raise NotAuthorised(
             "not_authorised",
             f"{actor} cannot {verb} grant {grant.id}: only {resource.provider} or the hub operator can",
@@ -239,7 +238,7 @@ def revoke(grant: Grant, resource: Resource, actor: str, *, now: datetime | int,
     """active -> revoked, by the provider, the hub operator, or the consumer giving its own grant up."""
     at = _now_ms(now)
     _check_resource(grant, resource)
-    if actor not in (resource.provider, HUB_OPERATOR, grant.consumer):
+    if actor not in (resource.provider, OPERATOR, grant.consumer):
         raise NotAuthorised(
             "not_authorised",
             f"{actor} cannot revoke grant {grant.id}: "
@@ -260,7 +259,7 @@ def expire(grant: Grant, *, now: datetime | int) -> Grant:
     at = _now_ms(now)
     if grant.state == "expired" or effective_state(grant, at) != "expired":
         raise InvalidTransition("not_expired", f"grant {grant.id} is {grant.state} and not past its valid_to")
-    return _evolve(grant, state="expired", decided_by=HUB_OPERATOR, reason="valid_to passed", updated_at=at)
+    return _evolve(grant, state="expired", decided_by=OPERATOR, reason="valid_to passed", updated_at=at)
 
 
 _EMPTY: tuple[Grant, ...] = ()

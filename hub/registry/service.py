@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from hub.contract import SCHEMAS_TOPIC
 from hub.control.topicstore import CompactedTopicStore, StoreError, StoreRecord, StoreTimeout
 from hub.registry.state import (
     AVRO,
@@ -30,7 +31,6 @@ from hub.settings import Settings
 
 log = logging.getLogger("hub.registry")
 
-DEFAULT_TOPIC = "_schemas"
 STORE_UNAVAILABLE = 50301
 STORE_TIMEOUT = 50401
 
@@ -48,7 +48,7 @@ class RegistryService:
     """Serves a :class:`RegistryState` backed by one compacted Kafka topic (``_schemas`` by default)."""
 
     def __init__(
-        self, settings: Settings, *, topic: str = DEFAULT_TOPIC, bootstrap: str | None = None,
+        self, settings: Settings, *, topic: str = SCHEMAS_TOPIC, bootstrap: str | None = None,
         write_timeout: float = 15.0, start_timeout: float = 60.0,
     ) -> None:
         self.settings = settings

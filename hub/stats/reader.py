@@ -24,10 +24,9 @@ from datetime import date
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
-from hub.broker.kafka_config import kafka_client_kwargs
-from hub.broker.topics import COUNTS_TOPIC
+from hub.broker.clients import describe_partitions, make_consumer
+from hub.contract import COUNTS_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.registry.framing import FramingError
@@ -63,23 +62,15 @@ class Snapshot:
 
 def new_consumer(settings: Settings, bootstrap: str) -> AIOKafkaConsumer:
     """A group-less consumer with manual assignment (reads, never commits)."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024, **kafka_client_kwargs(settings),
-    )
+    return make_consumer(settings, bootstrap, max_partition_fetch_bytes=8 * 1024 * 1024)
 
 
 async def partitions_of(settings: Settings, bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers (cluster metadata, without creating it); TopicMissing if there is none."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_client_kwargs(settings))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code") or not described.get("partitions"):
-        raise TopicMissing(f"topic {topic} does not exist on {bootstrap} (error {described.get('error_code')})")
-    return sorted(p["partition"] for p in described["partitions"])
+    error, partitions = await describe_partitions(settings, bootstrap, topic)
+    if error or not partitions:
+        raise TopicMissing(f"topic {topic} does not exist on {bootstrap} (error {error})")
+    return partitions
 
 
 async def latest_snapshots(consumer: AIOKafkaConsumer, partitions: list[int], topic: str = COUNTS_TOPIC,

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hub.contract import AUDIT_TOPIC, H_EVENT_ID, H_RESOURCE, ingress_topic
 from hub.demo.data import record_generator
 from hub.identifiers import DISTRICT_CODES
 from hub.registry import framing
@@ -42,7 +43,7 @@ async def audit_ends(bootstrap: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = await topic_partitions(bootstrap, ["hub.audit"])
+        tps = await topic_partitions(bootstrap, [AUDIT_TOPIC])
         return {tp.partition: end for tp, end in (await consumer.end_offsets(tps)).items()}
     finally:
         await consumer.stop()
@@ -118,14 +119,14 @@ async def publish_mix(hub: HubProcess, n_vax: int, n_licences: int, n_bad: int) 
                     event_id = str(uuid.uuid4())
                     good[event_id] = (resource, record["district"])
                     futures.append(await producer.send(
-                        f"ingress.{node}", framing.encode(sid, parsed, record),
-                        headers=[("hub-resource", resource.encode()), ("hub-event-id", event_id.encode())]))
+                        ingress_topic(node), framing.encode(sid, parsed, record),
+                        headers=[(H_RESOURCE, resource.encode()), (H_EVENT_ID, event_id.encode())]))
                 for _ in range(n_bad if resource == VAX[1] else 0):
                     event_id = str(uuid.uuid4())
                     bad.add(event_id)
                     futures.append(await producer.send(
-                        f"ingress.{node}", b"\x07not avro at all",
-                        headers=[("hub-resource", resource.encode()), ("hub-event-id", event_id.encode())]))
+                        ingress_topic(node), b"\x07not avro at all",
+                        headers=[(H_RESOURCE, resource.encode()), (H_EVENT_ID, event_id.encode())]))
             await asyncio.gather(*futures)
     finally:
         await producer.stop()

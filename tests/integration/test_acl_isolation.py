@@ -29,7 +29,8 @@ from hub.acl.plan import AclSpec, node_acls
 from hub.acl.sync import admin_client, current_acls, current_users, password_file
 from hub.broker.kafka_config import confluent_config, kafka_client_kwargs, with_credentials
 from hub.broker.manager import BrokerInfo, LocalBroker, _pid_alive, free_port
-from hub.broker.topics import ensure_topics, node_topics
+from hub.broker.topics import ensure_topics
+from hub.contract import H_EVENT_ID, H_RESOURCE, call_request_topic, feed_topic, ingress_topic, node_topics
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -101,7 +102,7 @@ async def synced(secure: SecureHub) -> SecureHub:
     # the hub puts one record on each node's feed, so the positive controls have something to read
     producer = Producer(confluent_config(secure.admin_settings(), secure.bootstrap))
     for node in NODES:
-        producer.produce(f"feed.{node}", f"for {node}".encode())
+        producer.produce(feed_topic(node), f"for {node}".encode())
     assert producer.flush(20) == 0
     return secure
 
@@ -164,42 +165,42 @@ def test_no_unauthenticated_or_wrong_password_access(secure: SecureHub) -> None:
 
 # ---------------------------------------------------------------- isolation (the issue's proof)
 def test_district_cannot_read_another_districts_feed(synced: SecureHub) -> None:
-    result = consume_one(synced.node_conf(PUDONG), f"feed.{XUHUI}", f"{PUDONG}.app")
+    result = consume_one(synced.node_conf(PUDONG), feed_topic(XUHUI), f"{PUDONG}.app")
     assert_kafka_denied(result, KafkaError.TOPIC_AUTHORIZATION_FAILED)
 
 
 def test_district_cannot_write_another_nodes_ingress(synced: SecureHub) -> None:
-    assert_kafka_denied(produce_one(synced.node_conf(PUDONG), f"ingress.{HEALTH}"),
+    assert_kafka_denied(produce_one(synced.node_conf(PUDONG), ingress_topic(HEALTH)),
                         KafkaError.TOPIC_AUTHORIZATION_FAILED)
     # nor the hub's side of its own topics: only the hub writes feed.<node>
-    assert_kafka_denied(produce_one(synced.node_conf(PUDONG), f"feed.{PUDONG}"),
+    assert_kafka_denied(produce_one(synced.node_conf(PUDONG), feed_topic(PUDONG)),
                         KafkaError.TOPIC_AUTHORIZATION_FAILED)
 
 
 def test_district_cannot_join_another_nodes_group(synced: SecureHub) -> None:
-    result = consume_one(synced.node_conf(PUDONG), f"feed.{PUDONG}", f"{XUHUI}.x")
+    result = consume_one(synced.node_conf(PUDONG), feed_topic(PUDONG), f"{XUHUI}.x")
     assert_kafka_denied(result, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 def test_municipal_health_reads_no_feed_but_its_own(synced: SecureHub) -> None:
     conf = synced.node_conf(HEALTH)
     for node in (PUDONG, XUHUI, HEALTHCARE):
-        assert_kafka_denied(consume_one(conf, f"feed.{node}", f"{HEALTH}.app"), KafkaError.TOPIC_AUTHORIZATION_FAILED)
-    assert consume_one(conf, f"feed.{HEALTH}", f"{HEALTH}.app") == f"for {HEALTH}".encode()
+        assert_kafka_denied(consume_one(conf, feed_topic(node), f"{HEALTH}.app"), KafkaError.TOPIC_AUTHORIZATION_FAILED)
+    assert consume_one(conf, feed_topic(HEALTH), f"{HEALTH}.app") == f"for {HEALTH}".encode()
 
 
 def test_group_prefix_has_a_trailing_dot(synced: SecureHub) -> None:
     """``municipal.health.`` does not cover ``municipal.healthcare.app`` (nor a bare ``municipal.health``)."""
     conf = synced.node_conf(HEALTH)
     for group in (f"{HEALTHCARE}.app", HEALTH):
-        assert_kafka_denied(consume_one(conf, f"feed.{HEALTH}", group), KafkaError.GROUP_AUTHORIZATION_FAILED)
+        assert_kafka_denied(consume_one(conf, feed_topic(HEALTH), group), KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 def test_positive_controls(synced: SecureHub) -> None:
     conf = synced.node_conf(PUDONG)
-    assert consume_one(conf, f"feed.{PUDONG}", f"{PUDONG}.app") == f"for {PUDONG}".encode()
-    assert produce_one(conf, f"ingress.{PUDONG}") is None
-    assert produce_one(conf, f"call.{PUDONG}.request") is None
+    assert consume_one(conf, feed_topic(PUDONG), f"{PUDONG}.app") == f"for {PUDONG}".encode()
+    assert produce_one(conf, ingress_topic(PUDONG)) is None
+    assert produce_one(conf, call_request_topic(PUDONG)) is None
 
 
 async def test_aiokafka_clients_get_the_same_errors(synced: SecureHub) -> None:
@@ -213,12 +214,12 @@ async def test_aiokafka_clients_get_the_same_errors(synced: SecureHub) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=synced.bootstrap, request_timeout_ms=10000, **kwargs)
     await producer.start()
     try:
-        await producer.send_and_wait(f"ingress.{PUDONG}", b"ok")
+        await producer.send_and_wait(ingress_topic(PUDONG), b"ok")
         with pytest.raises(TopicAuthorizationFailedError):
-            await producer.send_and_wait(f"ingress.{HEALTH}", b"denied")
+            await producer.send_and_wait(ingress_topic(HEALTH), b"denied")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(f"feed.{PUDONG}", bootstrap_servers=synced.bootstrap, group_id=f"{XUHUI}.y",
+    consumer = AIOKafkaConsumer(feed_topic(PUDONG), bootstrap_servers=synced.bootstrap, group_id=f"{XUHUI}.y",
                                 auto_offset_reset="earliest", **kwargs)
     with pytest.raises(GroupAuthorizationFailedError):
         await consumer.start()
@@ -259,13 +260,13 @@ async def test_exchange_runs_through_the_secure_broker(synced: SecureHub, tmp_pa
         record["district"] = "310115"
         event_id = str(uuid.uuid4())
         producer = Producer({**synced.node_conf(HEALTH), "log_level": 2})
-        producer.produce(f"ingress.{HEALTH}", framing.encode(sid, framing.parse_schema(schema), record),
-                         headers=[("hub-resource", b"municipal.health.vaccination"),
-                                  ("hub-event-id", event_id.encode())])
+        producer.produce(ingress_topic(HEALTH), framing.encode(sid, framing.parse_schema(schema), record),
+                         headers=[(H_RESOURCE, b"municipal.health.vaccination"),
+                                  (H_EVENT_ID, event_id.encode())])
         assert producer.flush(20) == 0
         consumer = Consumer({**synced.node_conf(PUDONG), "group.id": f"{PUDONG}.e2e-{event_id[:8]}",
                              "auto.offset.reset": "earliest", "log_level": 2})
-        consumer.subscribe([f"feed.{PUDONG}"])
+        consumer.subscribe([feed_topic(PUDONG)])
         try:
             deadline, found = time.monotonic() + 60, None
             while found is None and time.monotonic() < deadline:
@@ -273,7 +274,7 @@ async def test_exchange_runs_through_the_secure_broker(synced: SecureHub, tmp_pa
                 if msg is None:
                     continue
                 assert not msg.error(), msg.error()
-                if dict(msg.headers() or []).get("hub-event-id") == event_id.encode():
+                if dict(msg.headers() or []).get(H_EVENT_ID) == event_id.encode():
                     found = msg
         finally:
             consumer.close()
@@ -285,7 +286,7 @@ async def test_exchange_runs_through_the_secure_broker(synced: SecureHub, tmp_pa
 # ---------------------------------------------------------------- sync keeps the broker in step
 def test_sync_removes_removed_nodes_and_shrunk_rights(synced: SecureHub) -> None:
     admin, _ = admin_client(synced.admin_settings())
-    extra_grant = AclBinding(ResourceType.TOPIC, f"feed.{XUHUI}", ResourcePatternType.LITERAL, f"User:{PUDONG}",
+    extra_grant = AclBinding(ResourceType.TOPIC, feed_topic(XUHUI), ResourcePatternType.LITERAL, f"User:{PUDONG}",
                              "*", AclOperation.READ, AclPermissionType.ALLOW)
     foreign = AclBinding(ResourceType.TOPIC, "ops.metrics", ResourcePatternType.LITERAL, "User:ops-tool", "*",
                          AclOperation.READ, AclPermissionType.ALLOW)
@@ -298,7 +299,7 @@ def test_sync_removes_removed_nodes_and_shrunk_rights(synced: SecureHub) -> None
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     deleted = {AclSpec(**a) for a in report["acls"]["deleted"]}
-    assert deleted == node_acls(XUHUI) | {AclSpec(f"User:{PUDONG}", "TOPIC", f"feed.{XUHUI}", "LITERAL", "READ")}
+    assert deleted == node_acls(XUHUI) | {AclSpec(f"User:{PUDONG}", "TOPIC", feed_topic(XUHUI), "LITERAL", "READ")}
     assert report["users"]["deleted"] == [XUHUI] and report["acls"]["created"] == []
 
     acls = current_acls(admin)

@@ -21,6 +21,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from hub.contract import (
+    AUDIT_TOPIC,
+    CONTROL_AUDIT_TOPIC,
+    H_EVENT_ID,
+    H_GRANT,
+    H_LINEAGE,
+    H_PROVIDER,
+    H_RESOURCE,
+    H_RULE,
+    feed_topic,
+    ingress_topic,
+)
 from hub.demo.data import record_generator
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -40,7 +52,6 @@ SCHEMAS = {
     VACCINATION: "schemas/health/vaccination_record.avsc",
     SEVERE: "schemas/health/severe_mental_disorder_case.avsc",
 }
-CONTROL_AUDIT = "hub.audit.control"
 
 
 def api(hub: HubProcess, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
@@ -98,24 +109,24 @@ class Exchange:
         """Publish one record and return every record (feeds, quarantine, audit) carrying its event id."""
         event_id = str(uuid.uuid4())
         value = framing.encode(self.schema_ids[resource], framing.parse_schema(self.schema(resource)), record)
-        topic = ingress or f"ingress.{resource.rsplit('.', 1)[0]}"
-        headers = [("hub-resource", resource.encode()), ("hub-event-id", event_id.encode()), *(extra or [])]
+        topic = ingress or ingress_topic(resource.rsplit(".", 1)[0])
+        headers = [(H_RESOURCE, resource.encode()), (H_EVENT_ID, event_id.encode()), *(extra or [])]
         await (await self.producer.send(topic, value, headers=headers))
 
         def mine(records: list[ConsumerRecord]) -> list[ConsumerRecord]:
-            return [r for r in records if header(r, "hub-event-id") == event_id.encode()]
+            return [r for r in records if header(r, H_EVENT_ID) == event_id.encode()]
 
-        got = await self.reader.read_until(lambda rs: any(r.topic == "hub.audit" for r in mine(self.seen + rs)),
+        got = await self.reader.read_until(lambda rs: any(r.topic == AUDIT_TOPIC for r in mine(self.seen + rs)),
                                            timeout=60, quiet=1.0)
         self.seen += got
         ours = mine(self.seen)
-        assert any(r.topic == "hub.audit" for r in ours), f"event {event_id} was never audited"
+        assert any(r.topic == AUDIT_TOPIC for r in ours), f"event {event_id} was never audited"
         return ours
 
     async def audits(self, records: list[ConsumerRecord]) -> list[dict[str, Any]]:
         out = []
         for r in records:
-            if r.topic.startswith("hub.audit"):
+            if r.topic.startswith(AUDIT_TOPIC):
                 schema_id, body = framing.split(r.value)
                 out.append(framing.decode_body(body, (await self.registry.schema_by_id(schema_id)).parsed))
         return out
@@ -126,7 +137,7 @@ class Exchange:
 
 
 def delivered_to(records: list[ConsumerRecord], consumer: str) -> bool:
-    return any(r.topic == f"feed.{consumer}" for r in records)
+    return any(r.topic == feed_topic(consumer) for r in records)
 
 
 async def feed_topics(bootstrap: str) -> list[str]:
@@ -145,7 +156,7 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
     consumer = f"municipal.t{unique_id}"
     token = new_node(hub, consumer, "L2")
     provider_token = node_token(hub, "municipal.big-data")
-    ex = await Exchange(hub).start([f"feed.{consumer}", "hub.audit", CONTROL_AUDIT])
+    ex = await Exchange(hub).start([feed_topic(consumer), AUDIT_TOPIC, CONTROL_AUDIT_TOPIC])
     try:
         # unconditional: active as soon as requested, and the next record flows (masked to the L2 clearance)
         requested = api(hub, "POST", "/v1/grants", token, json={"resource": LEGAL_PERSON,
@@ -160,9 +171,9 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
             if flows[-1]:
                 break
         assert flows[-1] and len(flows) <= 2, flows
-        feed = next(r for r in outcome if r.topic == f"feed.{consumer}")
-        assert header(feed, "hub-grant") == requested.json()["id"].encode()
-        assert header(feed, "hub-provider") == b"municipal.big-data"
+        feed = next(r for r in outcome if r.topic == feed_topic(consumer))
+        assert header(feed, H_GRANT) == requested.json()["id"].encode()
+        assert header(feed, H_PROVIDER) == b"municipal.big-data"
         got = await ex.decoded(feed)
         assert got["uscc"] == published["uscc"]  # L1 as published
         assert got["legal_rep_resident_id"] != published["legal_rep_resident_id"]  # L3 above L2: masked
@@ -201,7 +212,7 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
             assert all(a["action"] != "deliver" or a["counterparty"] != consumer for a in await ex.audits(outcome))
 
         # the control audit log has every step, with who did it and why
-        trail = [a for a in await ex.audits([r for r in ex.seen if r.topic == CONTROL_AUDIT])
+        trail = [a for a in await ex.audits([r for r in ex.seen if r.topic == CONTROL_AUDIT_TOPIC])
                  if a["grant"] == grant_id and a["action"] == "grant"]
         assert [(a["action"], a["actor"], a["reason"].split(":")[0], a["decision"]) for a in trail] == [
             ("grant", consumer, "request", "allow"),
@@ -209,7 +220,7 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
             ("grant", "municipal.big-data", "revoke", "deny"),
         ]
         assert trail[2]["reason"] == "revoke: active -> revoked (enrolment finished)"
-        forbidden = [a for a in await ex.audits([r for r in ex.seen if r.topic == CONTROL_AUDIT])
+        forbidden = [a for a in await ex.audits([r for r in ex.seen if r.topic == CONTROL_AUDIT_TOPIC])
                      if a["action"] == "forbidden"]
         assert any(a["actor"] == consumer and a["grant"] == grant_id for a in forbidden)
     finally:
@@ -227,7 +238,7 @@ async def test_a_none_resource_is_never_granted_and_never_flows(hub: HubProcess,
     assert denied.json()["reason"].startswith("not_shared: ") and "精神卫生法" in denied.json()["reason"]
     # the operator cannot open it either: approving a denied request is refused
     assert api(hub, "POST", f"/v1/grants/{denied.json()['id']}/approve").status_code == 409
-    ex = await Exchange(hub).start([*await feed_topics(hub.bootstrap), "hub.audit"])
+    ex = await Exchange(hub).start([*await feed_topics(hub.bootstrap), AUDIT_TOPIC])
     try:
         outcome = await ex.publish(SEVERE, ex.record(SEVERE, district="310115"))
         assert not [r for r in outcome if r.topic.startswith("feed.")]
@@ -237,7 +248,7 @@ async def test_a_none_resource_is_never_granted_and_never_flows(hub: HubProcess,
 
 
 async def test_an_l2_district_gets_l3_fields_masked_and_l4_fields_absent(hub: HubProcess) -> None:
-    ex = await Exchange(hub).start(["feed.district.310115", "feed.municipal.civil-affairs", "hub.audit"])
+    ex = await Exchange(hub).start(["feed.district.310115", "feed.municipal.civil-affairs", AUDIT_TOPIC])
     try:
         record = ex.record(VACCINATION, district="310115", name="张三丰", phone="13912345678")
         outcome = await ex.publish(VACCINATION, record)
@@ -255,20 +266,20 @@ async def test_an_l2_district_gets_l3_fields_masked_and_l4_fields_absent(hub: Hu
 
 
 async def test_forged_provider_headers_and_other_nodes_resources(hub: HubProcess) -> None:
-    ex = await Exchange(hub).start(["feed.municipal.civil-affairs", "quarantine.municipal.health", "hub.audit"])
+    ex = await Exchange(hub).start(["feed.municipal.civil-affairs", "quarantine.municipal.health", AUDIT_TOPIC])
     try:
-        forged = [("hub-provider", b"municipal.big-data"), ("hub-grant", b"forged"), ("hub-lineage", b"[]")]
+        forged = [(H_PROVIDER, b"municipal.big-data"), (H_GRANT, b"forged"), (H_LINEAGE, b"[]")]
         outcome = await ex.publish(VACCINATION, ex.record(VACCINATION, district="310104"), extra=forged)
         feed = next(r for r in outcome if r.topic == "feed.municipal.civil-affairs")
-        assert [v for k, v in feed.headers if k == "hub-provider"] == [b"municipal.health"]
-        assert header(feed, "hub-grant") == b"seed-civil-vaccination"
-        assert json.loads(header(feed, "hub-lineage"))[0] == "municipal.health"
+        assert [v for k, v in feed.headers if k == H_PROVIDER] == [b"municipal.health"]
+        assert header(feed, H_GRANT) == b"seed-civil-vaccination"
+        assert json.loads(header(feed, H_LINEAGE))[0] == "municipal.health"
         # a record of another node's resource on municipal.health's own ingress: quarantined, never delivered
         stolen = await ex.publish(LEGAL_PERSON, ex.record(LEGAL_PERSON), ingress="ingress.municipal.health",
-                                  extra=[("hub-provider", b"municipal.big-data")])
-        assert [r.topic for r in stolen if not r.topic.startswith("hub.audit")] == ["quarantine.municipal.health"]
+                                  extra=[(H_PROVIDER, b"municipal.big-data")])
+        assert [r.topic for r in stolen if not r.topic.startswith(AUDIT_TOPIC)] == ["quarantine.municipal.health"]
         quarantined = next(r for r in stolen if r.topic == "quarantine.municipal.health")
-        assert header(quarantined, "hub-quarantine-rule") == b"not_provider"
+        assert header(quarantined, H_RULE) == b"not_provider"
         assert [(a["action"], a["reason"]) for a in await ex.audits(stolen)] == [("quarantine", "not_provider")]
     finally:
         await ex.stop()
@@ -280,7 +291,7 @@ async def test_forged_provider_headers_and_other_nodes_resources(hub: HubProcess
 async def test_a_node_token_cannot_act_as_another_node(hub: HubProcess, unique_id: str) -> None:
     me, other = "district.310101", f"municipal.o{unique_id}"
     mine, theirs = node_token(hub, me), new_node(hub, other, "L3")
-    reader = await TopicReader(hub.bootstrap).start([CONTROL_AUDIT])
+    reader = await TopicReader(hub.bootstrap).start([CONTROL_AUDIT_TOPIC])
     try:
         cases = [
             ("POST", "/v1/grants", {"json": {"resource": LEGAL_PERSON, "scenario": "market-supervision",
@@ -365,6 +376,6 @@ def test_hub_grant_cli_and_the_control_audit_chain_verifies(hub: HubProcess, uni
                        state=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     report = json.loads(verified.stdout)
-    assert report["ok"] and [t["topic"] for t in report["topics"]] == ["hub.audit", CONTROL_AUDIT]
+    assert report["ok"] and [t["topic"] for t in report["topics"]] == [AUDIT_TOPIC, CONTROL_AUDIT_TOPIC]
     control = report["topics"][1]
     assert len(control["partitions"]) == 1 and control["records"] > 0

@@ -23,7 +23,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from hub.calls.client import CallClient, CallResult, jsonable
-from hub.calls.core import H_REQUEST_ID, CallRequest
+from hub.calls.core import CallRequest
+from hub.contract import AUDIT_TOPIC, H_EVENT_ID, H_REQUEST_ID, H_RESOURCE, H_RULE, ingress_topic
 from hub.control.service import ControlService
 from hub.demo.data import record_generator
 from hub.identifiers import resident_id_check_char
@@ -122,8 +123,8 @@ async def publish(hub: HubProcess, resource: str, records: list[dict[str, Any]])
         for rec in records:
             eid = str(uuid.uuid4())
             ids.append(eid)
-            await (await producer.send(f"ingress.{PROVIDER[resource]}", framing.encode(sid, parsed, rec),
-                                       headers=[("hub-resource", resource.encode()), ("hub-event-id", eid.encode())]))
+            await (await producer.send(ingress_topic(PROVIDER[resource]), framing.encode(sid, parsed, rec),
+                                       headers=[(H_RESOURCE, resource.encode()), (H_EVENT_ID, eid.encode())]))
     finally:
         await producer.stop()
     return ids
@@ -175,7 +176,7 @@ async def audits_of(hub: HubProcess, reader: TopicReader, request_ids: set[str])
 
     try:
         ids = {i.encode() for i in request_ids}
-        records = await reader.read_until(lambda rs: len({header(r, "hub-event-id") for r in rs} & ids) >= len(ids))
+        records = await reader.read_until(lambda rs: len({header(r, H_EVENT_ID) for r in rs} & ids) >= len(ids))
         await decode(records)
     finally:
         await registry.aclose()
@@ -204,7 +205,7 @@ async def test_a_call_returns_the_current_record_and_the_next_version(hub: HubPr
     rng = random.Random()
     rid = resident_id(rng)
     g = await grant(hub, "municipal.hrss", PERSON, ENROLMENT)
-    audit_reader = await TopicReader(hub.bootstrap).start(["hub.audit"])
+    audit_reader = await TopicReader(hub.bootstrap).start([AUDIT_TOPIC])
     before = hub.metrics()
     async with Caller(hub, "municipal.hrss") as hrss:
         await publish(hub, PERSON, [person(rid, phone="13900000001")])
@@ -239,7 +240,7 @@ async def test_each_error_status_is_a_reply_audited_and_counted(hub: HubProcess)
     rng = random.Random()
     await grant(hub, "municipal.hrss", PERSON, ENROLMENT)
     quota = await grant(hub, "district.310104", PERSON, ENROLMENT, daily_quota=1)
-    audit_reader = await TopicReader(hub.bootstrap).start(["hub.audit"])
+    audit_reader = await TopicReader(hub.bootstrap).start([AUDIT_TOPIC])
     quarantine = await TopicReader(hub.bootstrap).start(["quarantine.municipal.hrss"])
     before = hub.metrics()
     results: dict[str, CallResult] = {}
@@ -292,7 +293,7 @@ async def test_each_error_status_is_a_reply_audited_and_counted(hub: HubProcess)
     # the one that could not be answered went to the caller's quarantine, with the reason
     got = await quarantine.read_until(lambda rs: any(r.key and lost_key in r.key for r in rs))
     await quarantine.stop()
-    assert any(header(r, "hub-quarantine-rule") == b"bad_call_request" for r in got)
+    assert any(header(r, H_RULE) == b"bad_call_request" for r in got)
     after = await metrics_after(hub, before, [
         ("hub_calls_total", {"to_tier": "municipal", "outcome": "denied"}, 5),
         ("hub_calls_total", {"to_tier": "hub", "outcome": "denied"}, 1),
@@ -391,11 +392,11 @@ async def test_publish_subscribe_and_call_verbs(hub: HubProcess, tmp_path: Path)
                                        "--json", "--timeout", "3")
         assert read.returncode == 0, read.stderr
         lines = [json.loads(line) for line in read.stdout.splitlines() if line.strip()]
-        mine = [line for line in lines if line["headers"].get("hub-event-id") in summary["event_ids"]]
+        mine = [line for line in lines if line["headers"].get(H_EVENT_ID) in summary["event_ids"]]
         if len(mine) == 3 or time.monotonic() > deadline:
             break
     assert len(mine) == 3, read.stdout[-2000:]
-    assert all(line["record"]["resident_id"] == rid and line["headers"]["hub-resource"] == PERSON for line in mine)
+    assert all(line["record"]["resident_id"] == rid and line["headers"][H_RESOURCE] == PERSON for line in mine)
     assert all(line["schema_id"] == summary["schema_id"] for line in mine)
     first = run_cli(hub, "subscribe", "--node", "municipal.hrss", "--from-beginning", "--max", "1")
     assert first.returncode == 0 and "offset" in first.stdout  # the table form

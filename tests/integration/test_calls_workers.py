@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.broker.manager import LocalBroker, free_port
+from hub.contract import CALLS_TOPIC
 from hub.settings import Settings
 
 from .hubproc import HubProcess, start_hub, start_worker
@@ -54,7 +55,7 @@ async def forwarded(bootstrap: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition("hub.calls", p) for p in range(PARTITIONS)])
+        ends = await consumer.end_offsets([TopicPartition(CALLS_TOPIC, p) for p in range(PARTITIONS)])
         return sum(ends.values())
     finally:
         await consumer.stop()

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from hub.broker.manager import LocalBroker, free_port
+from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC, H_EVENT_ID, H_RESOURCE, feed_topic
 from hub.demo.data import record_generator
 from hub.identifiers import DISTRICT_CODES
 from hub.registry import framing
@@ -83,7 +84,7 @@ async def publish_continuously(bootstrap: str, schema_id: int, events: list[tupl
         for i, (event_id, record) in enumerate(events):
             futures.append(await producer.send(
                 "ingress.municipal.health", framing.encode(schema_id, PARSED, record), key=record["record_id"].encode(),
-                headers=[("hub-resource", RESOURCE.encode()), ("hub-event-id", event_id.encode())]))
+                headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, event_id.encode())]))
             if i % 100 == 99:
                 await asyncio.sleep(100 / rate)
         await asyncio.gather(*futures)
@@ -125,7 +126,7 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
 
         async def all_delivered() -> bool:
             feed = await read_all(own_broker, ["feed.municipal.civil-affairs"])
-            got = {dict(m.headers).get("hub-event-id", b"").decode() for m in feed}
+            got = {dict(m.headers).get(H_EVENT_ID, b"").decode() for m in feed}
             return ids <= got
 
         assert await wait_for(all_delivered, 180), "not every event reached the lateral subscriber"
@@ -148,19 +149,19 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
 
     feeds = await read_all(own_broker, ["feed.municipal.civil-affairs"] +
                            [f"feed.district.{r['district']}" for _, r in events])
-    delivered = Counter((m.topic, dict(m.headers)["hub-event-id"].decode()) for m in feeds)
+    delivered = Counter((m.topic, dict(m.headers)[H_EVENT_ID].decode()) for m in feeds)
     for event_id, record in events:  # at least once in each entitled feed
         assert delivered[("feed.municipal.civil-affairs", event_id)] >= 1
         assert delivered[(f"feed.district.{record['district']}", event_id)] >= 1
 
-    audits = await read_all(own_broker, ["hub.audit"])
+    audits = await read_all(own_broker, [AUDIT_TOPIC])
     decoded = [framing.decode_body(framing.split(m.value)[1], AUDIT_PARSED) for m in audits]
     per_audit_id = Counter(a["audit_id"] for a in decoded if a["event_id"] in ids)
     assert len(per_audit_id) == 3 * len(events)  # publish + two deliveries per event
     assert max(per_audit_id.values()) == 1, [k for k, n in per_audit_id.items() if n > 1][:5]
 
     snapshots = {}
-    for m in await read_all(own_broker, ["hub.counts"]):
+    for m in await read_all(own_broker, [COUNTS_TOPIC]):
         snapshots[m.partition] = m.value
     total = CountTable()
     for value in snapshots.values():
@@ -191,9 +192,9 @@ async def reconcile_and_compare_stats(hub: HubProcess, bootstrap: str, tmp_path:
     assert all(p["uncovered"] == 0 for p in result["partitions"]), result["partitions"]  # the whole log compared
     assert result["recounted_total"] == 3 * published
 
-    feeds = await read_all(bootstrap, [f"feed.{n}" for n in ("municipal.civil-affairs", *(
+    feeds = await read_all(bootstrap, [feed_topic(n) for n in ("municipal.civil-affairs", *(
         f"district.{c}" for c in DISTRICT_CODES))])
-    distinct = {(m.topic, dict(m.headers)["hub-event-id"].decode()) for m in feeds}
+    distinct = {(m.topic, dict(m.headers)[H_EVENT_ID].decode()) for m in feeds}
     expected = {"lateral": sum(1 for t, _ in distinct if t == "feed.municipal.civil-affairs"),
                 "down": sum(1 for t, _ in distinct if t.startswith("feed.district."))}
 

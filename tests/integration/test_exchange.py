@@ -11,6 +11,18 @@ from collections import Counter
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from hub.contract import (
+    AUDIT_TOPIC,
+    FEED_PREFIX,
+    H_EVENT_ID,
+    H_LINEAGE,
+    H_PROVIDER,
+    H_RESOURCE,
+    H_RULE,
+    H_SCENARIO,
+    OPERATOR,
+    feed_topic,
+)
 from hub.demo.data import record_generator
 from hub.identifiers import DISTRICT_CODES
 from hub.registry import framing
@@ -62,31 +74,31 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
         rec = make(rng)
         rec["district"] = district
         records.append((str(uuid.uuid4()), rec))
-    reader = await TopicReader(hub.bootstrap).start([LATERAL_FEED, *DISTRICT_FEEDS, "hub.audit"])
+    reader = await TopicReader(hub.bootstrap).start([LATERAL_FEED, *DISTRICT_FEEDS, AUDIT_TOPIC])
     before = hub.metrics()
     try:
-        await publish(hub, [(framing.encode(sid, PARSED, r), [("hub-resource", RESOURCE.encode()),
-                                                                ("hub-event-id", eid.encode())])
+        await publish(hub, [(framing.encode(sid, PARSED, r), [(H_RESOURCE, RESOURCE.encode()),
+                                                                (H_EVENT_ID, eid.encode())])
                             for eid, r in records])
         ids = {eid for eid, _ in records}
 
         def ours(rs):
-            return [r for r in rs if (header(r, "hub-event-id") or b"").decode() in ids]
+            return [r for r in rs if (header(r, H_EVENT_ID) or b"").decode() in ids]
 
         got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 3 * len(ids) + 2 * len(ids)))
     finally:
         await reader.stop()
     feeds = [r for r in got if r.topic.startswith("feed.")]
-    audits = [r for r in got if r.topic == "hub.audit"]
+    audits = [r for r in got if r.topic == AUDIT_TOPIC]
     # each record: the lateral subscriber and exactly its own district, nothing else
     for eid, rec in records:
-        topics = sorted(r.topic for r in feeds if header(r, "hub-event-id") == eid.encode())
+        topics = sorted(r.topic for r in feeds if header(r, H_EVENT_ID) == eid.encode())
         assert topics == sorted([LATERAL_FEED, f"feed.district.{rec['district']}"]), eid
     for r in feeds:
-        assert header(r, "hub-resource") == RESOURCE.encode()
-        assert header(r, "hub-provider") == b"municipal.health"
-        assert json.loads(header(r, "hub-lineage"))[0] == "municipal.health"
-        assert header(r, "hub-scenario")
+        assert header(r, H_RESOURCE) == RESOURCE.encode()
+        assert header(r, H_PROVIDER) == b"municipal.health"
+        assert json.loads(header(r, H_LINEAGE))[0] == "municipal.health"
+        assert header(r, H_SCENARIO)
     # masked per consumer on every transfer, decodable with the consumer-side schema the registry holds
     originals = {eid: rec for eid, rec in records}
     async with RegistryClient(hub.api, token=hub.token) as client:
@@ -94,7 +106,7 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
             sid_out, body = framing.split(r.value)
             assert sid_out != sid  # a derived schema: no consumer here is cleared for L4
             delivered = framing.decode_body(body, (await client.schema_by_id(sid_out)).parsed)
-            original = originals[header(r, "hub-event-id").decode()]
+            original = originals[header(r, H_EVENT_ID).decode()]
             assert "resident_id" not in delivered  # L4 above every consumer's clearance: dropped
             assert delivered["district"] == original["district"] and delivered["record_id"] == original["record_id"]
             if r.topic == LATERAL_FEED:  # cleared to L3: name and phone as published
@@ -131,7 +143,7 @@ async def test_malformed_records_are_quarantined_and_the_worker_carries_on(hub: 
     sid = await schema_id(hub)
     rng = random.Random(5)
     good = framing.encode(sid, PARSED, record_generator(SCHEMA)(rng))
-    res = [("hub-resource", RESOURCE.encode())]
+    res = [(H_RESOURCE, RESOURCE.encode())]
     cases = {
         "bad_magic": (b"\x05" + good[1:], res),
         "unknown_schema": (framing.HEADER.pack(0, 2_000_000_000) + good[5:], res),
@@ -143,21 +155,21 @@ async def test_malformed_records_are_quarantined_and_the_worker_carries_on(hub: 
         bad_id, good_id = str(uuid.uuid4()), str(uuid.uuid4())
         bad_ids[bad_id] = rule
         good_ids.add(good_id)
-        items.append((value, headers + [("hub-event-id", bad_id.encode())]))
-        items.append((good, res + [("hub-event-id", good_id.encode())]))
+        items.append((value, headers + [(H_EVENT_ID, bad_id.encode())]))
+        items.append((good, res + [(H_EVENT_ID, good_id.encode())]))
     reader = await TopicReader(hub.bootstrap).start(["quarantine.municipal.health", LATERAL_FEED])
     before = hub.metrics()
     try:
         await publish(hub, items)
 
         def seen(rs):
-            ids = {(header(r, "hub-event-id") or b"").decode() for r in rs}
+            ids = {(header(r, H_EVENT_ID) or b"").decode() for r in rs}
             return good_ids | set(bad_ids) <= ids
 
         got = await reader.read_until(seen)
     finally:
         await reader.stop()
-    quarantined = {(header(r, "hub-event-id") or b"").decode(): r for r in got if r.topic.startswith("quarantine")}
+    quarantined = {(header(r, H_EVENT_ID) or b"").decode(): r for r in got if r.topic.startswith("quarantine")}
     client = RegistryClient(hub.api, token=hub.token)
     try:
         for bad_id, rule in bad_ids.items():
@@ -165,11 +177,11 @@ async def test_malformed_records_are_quarantined_and_the_worker_carries_on(hub: 
             qsid, body = framing.split(record.value)
             body_rec = framing.decode_body(body, (await client.schema_by_id(qsid)).parsed)
             assert body_rec["rule"] == rule and body_rec["reason"], body_rec
-            assert header(record, "hub-quarantine-rule") == rule.encode()
+            assert header(record, H_RULE) == rule.encode()
             assert body_rec["original_value"] == cases[rule][0]
     finally:
         await client.aclose()
-    delivered = {(header(r, "hub-event-id") or b"").decode() for r in got if r.topic == LATERAL_FEED}
+    delivered = {(header(r, H_EVENT_ID) or b"").decode() for r in got if r.topic == LATERAL_FEED}
     assert good_ids <= delivered
     after = hub.metrics()
     for rule in cases:
@@ -195,11 +207,11 @@ async def test_confluent_avro_serializer_record_is_accepted(hub: HubProcess) -> 
     try:
         producer = Producer({"bootstrap.servers": hub.bootstrap})
         producer.produce(INGRESS, value=value, key=record["record_id"].encode(),
-                         headers=[("hub-resource", RESOURCE.encode()), ("hub-event-id", event_id.encode())])
+                         headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, event_id.encode())])
         assert producer.flush(30) == 0
 
         def ours(rs):
-            return [r for r in rs if header(r, "hub-event-id") == event_id.encode()]
+            return [r for r in rs if header(r, H_EVENT_ID) == event_id.encode()]
 
         got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2))
     finally:
@@ -220,21 +232,21 @@ async def test_report_up_regional_share_and_locality_in_one_publish(hub: HubProc
     event_id = str(uuid.uuid4())
     expected = {"feed.national": "up", "feed.region.js": "regional", "feed.region.zj": "regional",
                 "feed.district.310105": "down"}
-    reader = await TopicReader(hub.bootstrap).start([*expected, "hub.audit"])
+    reader = await TopicReader(hub.bootstrap).start([*expected, AUDIT_TOPIC])
     try:
         producer = AIOKafkaProducer(bootstrap_servers=hub.bootstrap)
         await producer.start()
         try:
             await (await producer.send("ingress.municipal.market", framing.encode(sid, framing.parse_schema(schema),
                                                                                  record),
-                                       headers=[("hub-resource", b"municipal.market.business-licence"),
-                                                ("hub-event-id", event_id.encode()),
-                                                ("hub-provider", b"national")]))  # forged: the hub ignores it
+                                       headers=[(H_RESOURCE, b"municipal.market.business-licence"),
+                                                (H_EVENT_ID, event_id.encode()),
+                                                (H_PROVIDER, b"national")]))  # forged: the hub ignores it
         finally:
             await producer.stop()
 
         def ours(rs):
-            return [r for r in rs if header(r, "hub-event-id") == event_id.encode()]
+            return [r for r in rs if header(r, H_EVENT_ID) == event_id.encode()]
 
         got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2 * len(expected) + 1))
     finally:
@@ -242,13 +254,13 @@ async def test_report_up_regional_share_and_locality_in_one_publish(hub: HubProc
     feeds = {r.topic: r for r in got if r.topic.startswith("feed.")}
     assert set(feeds) == set(expected)
     for topic, r in feeds.items():
-        assert header(r, "hub-provider") == b"municipal.market"  # never the publisher's forged header
-        assert json.loads(header(r, "hub-lineage")) == ["municipal.market", "hub", topic.removeprefix("feed.")]
+        assert header(r, H_PROVIDER) == b"municipal.market"  # never the publisher's forged header
+        assert json.loads(header(r, H_LINEAGE)) == ["municipal.market", OPERATOR, topic.removeprefix(FEED_PREFIX)]
     async with RegistryClient(hub.api, token=hub.token) as client:
         directions = {}
-        for a in (r for r in got if r.topic == "hub.audit"):
+        for a in (r for r in got if r.topic == AUDIT_TOPIC):
             aid, body = framing.split(a.value)
             rec = framing.decode_body(body, (await client.schema_by_id(aid)).parsed)
             if rec["action"] == "deliver":
-                directions[f"feed.{rec['counterparty']}"] = rec["direction"]
+                directions[feed_topic(rec['counterparty'])] = rec["direction"]
     assert directions == expected

@@ -28,6 +28,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from fastapi import FastAPI, HTTPException, Request
 
 from hub.broker.manager import free_port
+from hub.contract import SCHEMAS_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.registry.routes import install_registry_error_handlers, registry_router
@@ -56,7 +57,7 @@ class HubRegistry:
     """A RegistryService plus the registry router, served by uvicorn in its own thread and event loop."""
 
     def __init__(
-        self, settings: Settings, *, topic: str = "_schemas",
+        self, settings: Settings, *, topic: str = SCHEMAS_TOPIC,
         authorize_write: Callable[[Request, str | None], Awaitable[Any]] | None = None,
     ) -> None:
         self.settings = settings

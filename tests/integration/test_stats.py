@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hub.contract import H_EVENT_ID
 from hub.stats.figures import figures_by_id
 
 from .hubproc import HubProcess, TopicReader, header
@@ -25,10 +26,10 @@ async def test_v1_stats_equals_the_feeds_and_reconcile_finds_no_difference(hub: 
         good, bad = await publish_mix(hub, n_vax=120, n_licences=60, n_bad=5)
 
         def ours(records: list) -> list:
-            return [r for r in records if (header(r, "hub-event-id") or b"").decode() in good.keys() | bad]
+            return [r for r in records if (header(r, H_EVENT_ID) or b"").decode() in good.keys() | bad]
 
         def complete(records: list) -> bool:  # every good event reached its first subscriber, every bad one quarantine
-            seen = {(r.topic, (header(r, "hub-event-id") or b"").decode()) for r in ours(records)}
+            seen = {(r.topic, (header(r, H_EVENT_ID) or b"").decode()) for r in ours(records)}
             lateral = {e for t, e in seen if t in ("feed.municipal.civil-affairs", "feed.region.js")}
             quarantined = {e for t, e in seen if t.startswith("quarantine.")}
             return lateral >= set(good) and quarantined >= bad
@@ -38,7 +39,7 @@ async def test_v1_stats_equals_the_feeds_and_reconcile_finds_no_difference(hub: 
         await reader.stop()
 
     # the test's own count, from what the consumers received (distinct deliveries: at least once on the wire)
-    delivered = {(r.topic, (header(r, "hub-event-id") or b"").decode()) for r in records}
+    delivered = {(r.topic, (header(r, H_EVENT_ID) or b"").decode()) for r in records}
     feeds = [(topic, event_id) for topic, event_id in delivered if topic.startswith("feed.")]
     down = [(t, e) for t, e in feeds if t.startswith("feed.district.")]
     own_district = [(t, e) for t, e in down if t == f"feed.district.{good[e][1]}"]

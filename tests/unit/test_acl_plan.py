@@ -15,6 +15,7 @@ from hub.acl.plan import (
     node_of,
     principal_of,
 )
+from hub.contract import AUDIT_TOPIC, feed_topic
 
 PUDONG, XUHUI, HEALTH = "district.310115", "district.310104", "municipal.health"
 
@@ -68,7 +69,7 @@ def test_the_hub_gets_no_acls_and_is_not_managed() -> None:
         ("WRITE", "TOPIC", "call.district.310115.request", True),
         ("READ", "TOPIC", "call.district.310115.reply", True),
         ("WRITE", "TOPIC", "call.district.310115.reply", False),
-        ("READ", "TOPIC", "hub.audit", False),
+        ("READ", "TOPIC", AUDIT_TOPIC, False),
         ("READ", "GROUP", "district.310115.app", True),
         ("READ", "GROUP", "district.310115.", True),
         ("READ", "GROUP", "district.310115", False),  # the bare id is not under the prefix
@@ -95,7 +96,7 @@ def test_trailing_dot_keeps_health_out_of_healthcare_groups() -> None:
 def test_municipal_health_reads_no_feed_but_its_own() -> None:
     nodes = [HEALTH, PUDONG, XUHUI, "national", "municipal.hrss", "region.zj"]
     acls = desired_acls(nodes)
-    readable = [n for n in nodes if allowed(acls, "User:municipal.health", "READ", "TOPIC", f"feed.{n}")]
+    readable = [n for n in nodes if allowed(acls, "User:municipal.health", "READ", "TOPIC", feed_topic(n))]
     assert readable == [HEALTH]
 
 
@@ -128,7 +129,7 @@ def test_diff_removes_shrunk_or_extra_rights_of_nodes() -> None:
 def test_diff_never_touches_unmanaged_principals() -> None:
     keep = {
         AclSpec(HUB_PRINCIPAL, "TOPIC", "*", "LITERAL", "ALL"),
-        AclSpec("User:ops-tool", "TOPIC", "hub.audit", "LITERAL", "READ"),
+        AclSpec("User:ops-tool", "TOPIC", AUDIT_TOPIC, "LITERAL", "READ"),
         AclSpec("User:*", "TOPIC", "public.", "PREFIXED", "READ"),
         AclSpec("User:hub-controller", "CLUSTER", "kafka-cluster", "LITERAL", "CLUSTER_ACTION"),
     }

@@ -11,6 +11,7 @@ from hub.audit.reconcile import (
     audit_identity,
     compare,
 )
+from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC
 from hub.stats.counts import CountTable, count_key
 from hub.stats.reader import Snapshot
 
@@ -52,7 +53,7 @@ def test_equal_counts_reconcile() -> None:
     feed(recount, 0, log0)
     feed(recount, 1, log1)
     snaps = {0: snapshot(0, 5, log0), 1: snapshot(1, 2, log1)}
-    result = assemble("hub.audit", "hub.counts", snaps, recount, {0: (0, 5), 1: (0, 2)})
+    result = assemble(AUDIT_TOPIC, COUNTS_TOPIC, snaps, recount, {0: (0, 5), 1: (0, 2)})
     assert result.equal and result.exit_code == EXIT_EQUAL and result.status == "equal"
     assert recount.checkpoints == 1 and result.counted_total == result.recounted_total == 6
     assert [p.uncovered for p in result.partitions] == [0, 0]
@@ -64,7 +65,7 @@ def test_a_counter_off_by_one_is_a_difference_with_its_key() -> None:
     recount = Recount()
     feed(recount, 0, log)
     counted = snapshot(0, 4, log + [event(9)])  # the worker counted an event that has no audit record
-    result = assemble("hub.audit", "hub.counts", {0: counted}, recount, {0: (0, 4)})
+    result = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: counted}, recount, {0: (0, 4)})
     assert result.exit_code == EXIT_DIFFERENT
     (diff,) = result.differences
     assert diff.partition == 0 and diff.counted == 3 and diff.recounted == 2
@@ -80,10 +81,10 @@ def test_duplicates_are_counted_once_and_reported() -> None:
     (dup,) = recount.duplicates
     assert (dup.partition, dup.offset, dup.node) == (0, 2, "municipal.health")
     assert dup.audit_id == "e1/deliver/district.310115"
-    worker_counted_twice = assemble("hub.audit", "hub.counts", {0: snapshot(0, 3, log)}, recount, {0: (0, 3)})
+    worker_counted_twice = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: snapshot(0, 3, log)}, recount, {0: (0, 3)})
     assert worker_counted_twice.exit_code == EXIT_DIFFERENT
     assert worker_counted_twice.differences[0].counted == 2 and worker_counted_twice.differences[0].recounted == 1
-    counted_once = assemble("hub.audit", "hub.counts", {0: snapshot(0, 3, log[:2])}, recount, {0: (0, 3)})
+    counted_once = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: snapshot(0, 3, log[:2])}, recount, {0: (0, 3)})
     assert not counted_once.differences and counted_once.duplicate_count == 1
     assert counted_once.exit_code == EXIT_DIFFERENT  # a duplicate audit record is itself a failure
 
@@ -103,14 +104,14 @@ def test_records_newer_than_the_snapshot_are_uncovered_not_different() -> None:
     log = [event(1, "publish", None), event(1), event(2, "publish", None), event(2)]
     recount = Recount()
     feed(recount, 0, log[:2])  # the shell reads only below the snapshot's audit_offset
-    result = assemble("hub.audit", "hub.counts", {0: snapshot(0, 2, log[:2])}, recount, {0: (0, 4)})
+    result = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: snapshot(0, 2, log[:2])}, recount, {0: (0, 4)})
     assert result.equal
     assert result.partitions[0].uncovered == 2 and result.partitions[0].compared_to == 2
 
 
 def test_a_partition_without_snapshot_compares_nothing_and_says_so() -> None:
     recount = Recount()
-    result = assemble("hub.audit", "hub.counts", {}, recount, {0: (0, 3)})
+    result = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {}, recount, {0: (0, 3)})
     assert result.equal and result.partitions[0].snapshot_offset is None and result.partitions[0].uncovered == 3
 
 
@@ -118,15 +119,15 @@ def test_truncated_log_expired_start_and_undecodable_records() -> None:
     log = [event(1, "publish", None), event(1)]
     recount = Recount()
     feed(recount, 0, log)
-    shorter = assemble("hub.audit", "hub.counts", {0: snapshot(0, 5, log)}, recount, {0: (0, 2)})
+    shorter = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: snapshot(0, 5, log)}, recount, {0: (0, 2)})
     assert shorter.exit_code == EXIT_DIFFERENT and "removed" in shorter.missing[0]
-    expired = assemble("hub.audit", "hub.counts", {0: snapshot(0, 2, log)}, Recount(), {0: (1, 2)})
+    expired = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {0: snapshot(0, 2, log)}, Recount(), {0: (1, 2)})
     assert expired.exit_code == EXIT_UNVERIFIABLE and "expired" in expired.unverifiable[0]
     bad = Recount()
     bad.add(0, 0, None, "bad_magic: not Confluent framing")
-    result = assemble("hub.audit", "hub.counts", {}, bad, {0: (0, 1)})
+    result = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {}, bad, {0: (0, 1)})
     assert result.exit_code == EXIT_UNVERIFIABLE and result.undecodable[0].offset == 0
-    orphan = assemble("hub.audit", "hub.counts", {3: snapshot(3, 1, log)}, Recount(), {0: (0, 0)})
+    orphan = assemble(AUDIT_TOPIC, COUNTS_TOPIC, {3: snapshot(3, 1, log)}, Recount(), {0: (0, 0)})
     assert orphan.exit_code == EXIT_DIFFERENT and "no partition 3" in orphan.missing[0]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hub.audit.chain import Anchor, Break, VerifyResult
 from hub.audit.verify import AuditVerification, PartitionReport, latest_verification, result_path, save_verification
+from hub.contract import AUDIT_TOPIC
 from hub.settings import Settings
 
 
@@ -14,7 +15,7 @@ def verification(ok: bool) -> AuditVerification:
                           head_seq=16, head_hash="b" * 64, head_offset=16, checkpoints=1)
     fine = VerifyResult(ok=True, count=40, first_seq=0, head_seq=39, head_hash="a" * 64, head_offset=39, checkpoints=4)
     return AuditVerification(
-        topic="hub.audit", ok=ok, verified_at_ms=1_767_225_600_000, duration_s=1.25, keyed=False,
+        topic=AUDIT_TOPIC, ok=ok, verified_at_ms=1_767_225_600_000, duration_s=1.25, keyed=False,
         partitions=[PartitionReport(0, 0, 40, fine), PartitionReport(1, 0, 44, fine if ok else broken)],
         anchors={0: Anchor(39, "a" * 64)},
     )

@@ -27,7 +27,7 @@ from hub.calls.core import (
     Status,
 )
 from hub.catalogue.model import load_exchange_config
-from hub.pipeline.core import store_key
+from hub.contract import call_reply_topic, call_request_topic, store_key
 from hub.policy.masking import apply_mask
 from hub.policy.model import Grant
 from hub.registry import framing
@@ -144,7 +144,7 @@ def test_refusals_are_answered_at_the_request_partition(req: CallRequest, status
     out = admit(req)
     assert isinstance(out, Reply)
     assert out.status is status and words in out.message, out.message
-    assert out.topic == f"call.{HRSS}.reply" and out.request_id == "r-1"
+    assert out.topic == call_reply_topic(HRSS) and out.request_id == "r-1"
 
 
 def test_grant_states_map_to_statuses() -> None:
@@ -320,7 +320,7 @@ def test_index_changes_retract_old_values_and_the_index_follows() -> None:
 
 def test_quota_table_counts_each_call_once_per_day() -> None:
     quota = QuotaTable()
-    topic = f"call.{HRSS}.request"
+    topic = call_request_topic(HRSS)
     assert not quota.counted("g", NOW, topic, "r-1")
     key = quota.count("g", NOW, topic, "r-1")
     assert quota.used("g", NOW) == 1 and quota.counted("g", NOW, topic, "r-1")

@@ -10,7 +10,7 @@ from typing import Any
 from hub.calls import core
 from hub.calls.state import CallState
 from hub.catalogue.model import load_exchange_config
-from hub.pipeline.core import store_key
+from hub.contract import store_key
 from hub.registry import framing
 from hub.registry.client import RegisteredSchema
 from hub.settings import Settings

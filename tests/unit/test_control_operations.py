@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.contract import AUDIT_SUBJECT, CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.control import operations as ops
 from hub.control import tokens
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
@@ -172,7 +172,7 @@ def test_a_provider_cannot_catalogue_as_another_node() -> None:
     ({"tier": "district"}, "tier_mismatch", "differs from the tier of provider municipal.health"),
     ({"sharing": "none"}, "legal_basis_required", "sharing 'none'.*needs a legal_basis"),
     ({"sharing": "none", "legal_basis": "  "}, "legal_basis_required", "legal_basis"),
-    ({"subject": "hub.audit-value"}, "reserved_subject", "reserved"),
+    ({"subject": AUDIT_SUBJECT}, "reserved_subject", "reserved"),
     ({"subject": "municipal.health.missing-value"}, "unknown_subject",
      "municipal.health.missing-value has no live version in the registry"),
     ({"field_levels": {"record_id": "L1", "phone": "L3"}}, "invalid_entry", r"field_levels: phone\..*Its fields"),

@@ -8,11 +8,10 @@ import json
 import fastavro
 import pytest
 
-from hub.broker.topics import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.catalogue.model import QualityRule, Resource
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS
 from hub.control.codec import SCHEMA_FILES, ControlEncoder, DecodeError, decode, key_of, schema_text, subject_of
 from hub.control.state import (
-    CONTROL_TOPICS,
     CatalogEntry,
     ControlState,
     NodeEntry,
@@ -167,8 +166,8 @@ def test_version_keys() -> None:
 # ---------------------------------------------------------------- codec
 
 def test_every_control_topic_has_a_documented_schema() -> None:
-    assert set(SCHEMA_FILES) == set(CONTROL_TOPICS)
-    for topic in CONTROL_TOPICS:
+    assert set(SCHEMA_FILES) == set(STATE_TOPICS)
+    for topic in STATE_TOPICS:
         document = json.loads(schema_text(topic))
         fastavro.parse_schema(document)
         assert subject_of(topic) == f"{topic}-value"
@@ -183,10 +182,10 @@ SAMPLES = {
 }
 
 
-@pytest.mark.parametrize("topic", CONTROL_TOPICS)
+@pytest.mark.parametrize("topic", STATE_TOPICS)
 def test_codec_round_trip(topic: str) -> None:
-    ids = {t: i + 1 for i, t in enumerate(CONTROL_TOPICS)}
-    parsed = {ids[t]: framing.parse_schema(schema_text(t)) for t in CONTROL_TOPICS}
+    ids = {t: i + 1 for i, t in enumerate(STATE_TOPICS)}
+    parsed = {ids[t]: framing.parse_schema(schema_text(t)) for t in STATE_TOPICS}
     record = ControlEncoder(ids).record(topic, SAMPLES[topic])
     assert record.topic == topic and record.key == key_of(topic, SAMPLES[topic]).encode()
     key, back = decode(topic, record.key, record.value, parsed.get)

@@ -15,7 +15,7 @@ from hub.api.app import create_api
 from hub.api.auth import FailureLimiter
 from hub.audit.chain import verify
 from hub.audit.control_log import MemoryAuditSink, grant_transition
-from hub.broker.topics import GRANTS_TOPIC
+from hub.contract import GRANTS_TOPIC
 from hub.control.codec import key_of
 from hub.control.operations import SchemaInfo
 from hub.control.service import ControlService, _stored

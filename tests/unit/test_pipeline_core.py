@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.catalogue.model import load_exchange_config
+from hub.contract import H_EVENT_ID, H_LINEAGE, H_PROVIDER, H_RESOURCE, H_RULE, RECORDS_TOPIC
 from hub.pipeline.core import (
     EncodedSchema,
     ExchangeContext,
@@ -59,7 +60,7 @@ def vacc_record(district: str = "310115", record_id: str = "r1") -> dict[str, ob
 
 def raw(value: bytes | None, headers: list[tuple[str, bytes]] | None = None, offset: int = 0,
         topic: str = "ingress.municipal.health") -> RawRecord:
-    hdrs = [("hub-resource", b"municipal.health.vaccination")] if headers is None else headers
+    hdrs = [(H_RESOURCE, b"municipal.health.vaccination")] if headers is None else headers
     return RawRecord(topic, 0, offset, None, value, hdrs, 1_699_999_999_000)
 
 
@@ -76,11 +77,11 @@ def test_good_record_goes_to_subscriber_and_its_district(ctx: ExchangeContext) -
     for out in feeds:
         assert out.value == value  # unchanged bytes, same schema id
         headers = dict(out.headers)
-        assert headers["hub-resource"] == b"municipal.health.vaccination"
-        assert headers["hub-provider"] == b"municipal.health"
-        assert json.loads(headers["hub-lineage"])[0] == "municipal.health"
+        assert headers[H_RESOURCE] == b"municipal.health.vaccination"
+        assert headers[H_PROVIDER] == b"municipal.health"
+        assert json.loads(headers[H_LINEAGE])[0] == "municipal.health"
         assert out.key == b"r1"  # keyed by primary key when the publisher sent no key
-    [stored] = [o for o in result.outputs if o.topic == "hub.records"]  # the row's current version, for calls
+    [stored] = [o for o in result.outputs if o.topic == RECORDS_TOPIC]  # the row's current version, for calls
     assert (stored.key, stored.value) == (b"municipal.health.vaccination|r1", value)
     audits = [a for _, a in result.audits]
     assert sorted(a["action"] for a in audits) == ["deliver", "deliver", "publish"]
@@ -113,7 +114,7 @@ GOOD = framing.encode(VACC_ID, VACC, vacc_record())
         (raw(None), "missing_value"),
         (raw(GOOD + b"\x00\x01"), "trailing_bytes"),
         (raw(framing.encode(OTHER_ID, OTHER, {"x": "y"})), "schema_not_bound"),
-        (raw(GOOD, headers=[("hub-resource", b"nope")]), "unknown_resource"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"nope")]), "unknown_resource"),
         (raw(GOOD, topic="ingress.municipal.hrss"), "not_provider"),
     ],
 )
@@ -125,22 +126,22 @@ def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, rec
     body = decode_out(quarantined[0].value)
     assert body["rule"] == rule and body["reason"]
     assert body["original_value"] == record.value
-    assert dict(quarantined[0].headers)["hub-quarantine-rule"] == rule.encode()
+    assert dict(quarantined[0].headers)[H_RULE] == rule.encode()
     assert result.tally[("quarantined", (rule,))] == 1
     # the worker carries on: the next good record is delivered
     assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2
 
 
 def test_redelivered_event_is_skipped_but_other_nodes_ids_are_not(ctx: ExchangeContext) -> None:
-    first = process_batch([raw(GOOD, headers=[("hub-resource", b"municipal.health.vaccination"),
-                                              ("hub-event-id", b"e-1")])], ctx)
-    again = process_batch([raw(GOOD, offset=9, headers=[("hub-resource", b"municipal.health.vaccination"),
-                                                        ("hub-event-id", b"e-1")])], ctx)
+    first = process_batch([raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination"),
+                                              (H_EVENT_ID, b"e-1")])], ctx)
+    again = process_batch([raw(GOOD, offset=9, headers=[(H_RESOURCE, b"municipal.health.vaccination"),
+                                                        (H_EVENT_ID, b"e-1")])], ctx)
     assert len(first.audits) == 3 and first.duplicates == 0
     assert (again.outputs, again.audits, again.duplicates) == ([], [], 1)
     # the same id from another node is another event (it is quarantined here: not the provider)
     other = process_batch([raw(GOOD, topic="ingress.municipal.hrss", headers=[
-        ("hub-resource", b"municipal.health.vaccination"), ("hub-event-id", b"e-1")])], ctx)
+        (H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, b"e-1")])], ctx)
     assert other.duplicates == 0 and other.audits[0][1]["action"] == "quarantine"
 
 
