@@ -9,8 +9,11 @@ Each partition of ``hub.audit`` is one chain, written by one worker at a time. E
 
 The canonical bytes are compact UTF-8 JSON with sorted keys (RFC 8785 for these value types) of the
 record's non-null fields, timestamps as epoch milliseconds: independent of the Avro encoding and of the
-schema version (a field added later with a null
-default does not change the hash of records written before it). The record's data is never in an audit
+schema version (a field added later with a null default does not change the hash of records written before
+it). ``deliveries`` (added later, default ``[]``) is left out when empty, so records that never had it, or
+that were built without it, hash as they did; each of its entries keeps only its non-null, non-empty
+fields, so an entry hashes the same as built and after an Avro round trip (which returns every field,
+its nulls as None and an absent ``masked_fields`` as ``[]``). The record's data is never in an audit
 record, only ``key_hash``, so nothing here ever hashes personal data directly.
 
 **Keyed chains.** With an operator key (``HUB_AUDIT_HMAC_KEY``), ``hash`` is ``"hmac-sha256:" +
@@ -74,9 +77,20 @@ if json.encoder.c_make_encoder is not None:  # the same C encoder, built once ra
         return "".join(_iterencode(value, 0))
 
 
+_EMPTY = (None, [], ())  # values a delivery entry's canonical form leaves out (Avro's null and [] defaults)
+
+
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
-    """What a record's hash covers: sorted-key compact JSON of every non-null field except ``hash``."""
-    return _ENCODE({k: v for k, v in record.items() if v is not None and k != "hash"}).encode()
+    """What a record's hash covers: sorted-key compact JSON of every non-null field except ``hash``
+    (``deliveries`` only when not empty, its entries without null or empty fields)."""
+    content = {k: v for k, v in record.items() if v is not None and k != "hash"}
+    deliveries = content.get("deliveries")
+    if deliveries is not None:
+        if deliveries:
+            content["deliveries"] = [{k: v for k, v in d.items() if v not in _EMPTY} for d in deliveries]
+        else:
+            del content["deliveries"]
+    return _ENCODE(content).encode()
 
 
 def record_hash(record: Mapping[str, Any], key: bytes | None = None) -> str:

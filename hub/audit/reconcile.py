@@ -7,12 +7,14 @@ How equality is decided (the worker side is ``hub.pipeline.worker`` / ``partitio
   Snapshots are written at most once a second, so the newest one usually lags the end of the log a little.
 * Reconcile therefore reads each partition's **current snapshot first**, then recounts exactly the audit
   records of that partition **below the snapshot's audit_offset** (from the partition's first offset),
-  with the same ``count_key`` the worker uses. Records written after the snapshot are not compared (they are
-  reported as ``uncovered``). This is exact while the hub keeps running: no quiescence needed. With
-  ``wait`` > 0 it first waits (up to that many seconds) for snapshots that cover the log as it was when
-  reconcile started, so a quiet hub is compared completely.
+  with the same ``count_keys`` the worker uses (a publish record counts its publish and each of its
+  deliveries and refusals; logs with separate ``deliver``/``deny`` records count the same). Records
+  written after the snapshot are not compared (they are reported as ``uncovered``). This is exact while
+  the hub keeps running: no quiescence needed. With ``wait`` > 0 it first waits (up to that many seconds)
+  for snapshots that cover the log as it was when reconcile started, so a quiet hub is compared completely.
 * Checkpoint records are skipped (they are not exchange events). Every audit record is identified by the
-  publishing node (the ingress topic in ``source``, else the actor) and its ``audit_id``: a second record
+  publishing node (the ingress topic in ``source``, else the actor) and its ``audit_id`` (one per event:
+  ``<event_id>/publish/-``, or ``.../quarantine/-``; older logs also have one per delivery): a second record
   with the same identity anywhere in the log is a **duplicate**, reported with its partition and offset and
   not counted again. (Identities are kept as 64-bit hashes, ~60 bytes per audit record.)
 * The recount of partition p is compared with p's snapshot key by key (CountKey: day, action, tiers,
@@ -40,7 +42,7 @@ from hub.audit.chain import CHECKPOINT
 from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC, INGRESS_PREFIX, node_of_ingress
 from hub.registry.client import RegistryClient
 from hub.settings import Settings
-from hub.stats.counts import CountKey, CountTable, count_key
+from hub.stats.counts import CountKey, CountTable, count_keys
 from hub.stats.reader import Snapshot, TopicMissing, latest_snapshots, new_consumer, partitions_of, read_audit
 
 KEY_FIELDS = ("day", "action", "from_tier", "to_tier", "direction", "resource", "decision", "reason")
@@ -128,9 +130,7 @@ class Recount:
                 self.duplicates.append(Duplicate(partition, offset, node, audit_id))
             return
         self._seen.add(ident)
-        key = count_key(audit)
-        if key is not None:
-            table.counts[key] += 1
+        table.counts.update(count_keys(audit))
 
     def sink(self, partition: int) -> Callable[[int, dict[str, Any] | None, str | None], None]:
         return lambda offset, audit, error: self.add(partition, offset, audit, error)

@@ -1,13 +1,14 @@
 """The exchange hot path as plain functions over a batch of raw Kafka records.
 
 ingress record -> check headers -> decode (Confluent framing + Avro, against the registry) -> validate
-against the catalogue -> route -> feed records + audit records, or a quarantine record with its reason.
+against the catalogue -> route -> feed records + one audit record, or a quarantine record with its reason.
+Each event gets exactly one audit record: its ``publish``, listing every delivery and refusal in
+``deliveries``, or its ``quarantine`` (built by ``hub.audit.records``).
 No I/O here: the worker shell resolves schemas before calling ``process_batch`` and sends what it returns.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -16,6 +17,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.audit.records import (
+    ALLOW,
+    DENY,
+    delivery_entry,
+    key_hash,
+    publish_record,
+    quarantine_audit,
+    quarantine_headers,
+    quarantine_value,
+    source_of,
+)
 from hub.broker.records import OutRecord, RawRecord
 from hub.catalogue.model import ExchangeConfig, Node, Resource, Subscription, tier_of
 from hub.contract import (
@@ -25,9 +37,13 @@ from hub.contract import (
     H_LINEAGE,
     H_PROVIDER,
     H_RESOURCE,
-    H_RULE,
     H_SCENARIO,
+    OPERATOR,
     RECORDS_TOPIC,
+    feed_topic,
+    node_of_ingress,
+    quarantine_topic,
+    store_key,
 )
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
@@ -52,7 +68,8 @@ class BatchResult:
     """What a batch produces: records to send first, then the audit records (per ingress partition)."""
 
     outputs: list[OutRecord] = field(default_factory=list)  # feeds and quarantine
-    audits: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (partition, unsealed AuditRecord)
+    # (partition, unsealed AuditRecord): one per event
+    audits: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     tally: Tally = field(default_factory=Counter)
     latencies_from_ms: list[int] = field(default_factory=list)  # ingress timestamps of delivered records
     duplicates: int = 0
@@ -125,10 +142,6 @@ class Rejected(Exception):
         self.resource = resource
 
 
-def node_of_ingress(topic: str) -> str:
-    return topic.removeprefix("ingress.")
-
-
 def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
     return {k: v for k, v in headers} if headers else {}
 
@@ -149,18 +162,9 @@ def event_id_for(rec: RawRecord, headers: Mapping[str, bytes]) -> str:
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{rec.topic}/{rec.partition}/{rec.offset}"))
 
 
-def key_hash(key: bytes | None) -> str | None:
-    return hashlib.sha256(key).hexdigest() if key is not None else None
-
-
 def primary_key_value(record: Mapping[str, Any], resource: Resource) -> str:
     """The record's primary key as one string (fields joined by ``|``)."""
     return "|".join(str(record.get(f)) for f in resource.primary_key)
-
-
-def store_key(resource_id: str, key_value: str) -> bytes:
-    """Key of a record in ``hub.records``: its partition is where calls for it are answered."""
-    return f"{resource_id}|{key_value}".encode()
 
 
 def feed_key(rec: RawRecord, record: Mapping[str, Any], resource: Resource) -> bytes | None:
@@ -221,7 +225,7 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
             result.duplicates += 1
             continue
         window.add(event_key)
-        source = f"{rec.topic}/{rec.partition}/{rec.offset}"
+        source = source_of(rec.topic, rec.partition, rec.offset)
         try:
             resource, record = decode_and_validate(rec, headers, ctx)
         except Rejected as rej:
@@ -236,20 +240,22 @@ def _deliver(
     rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any],
     deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult, source: str,
 ) -> None:
+    """The feed records of an accepted event and its one audit record: the publish, every delivery and
+    refusal listed in its ``deliveries``."""
     provider = resource.provider
+    tier = resource.tier
     key = feed_key(rec, record, resource)
-    khash = key_hash(key)
     base_headers = [
         (H_RESOURCE, resource.id.encode()),
         (H_EVENT_ID, event_id.encode()),
         (H_PROVIDER, provider.encode()),
         (H_INGRESS_TS, str(rec.timestamp_ms).encode()),
     ]
-    result.tally[("events", ("publish", resource.tier, resource.tier, "ok"))] += 1
-    audits = result.audits
-    p = rec.partition
-    audits.append((p, _audit(now, event_id, "publish", provider, None, resource.id, None, None,
-                             resource.tier, resource.tier, None, "allow", "accepted", khash, source)))
+    tally = result.tally
+    tally[("events", ("publish", tier, tier, "ok"))] += 1
+    entries: list[dict[str, Any]] = []
+    result.audits.append((rec.partition, publish_record(now, event_id, provider, resource.id, tier, key_hash(key),
+                                                        source, entries)))
     assert rec.value is not None  # decode succeeded
     if resource.primary_key:  # the current version of the row, for calls (共享调用)
         result.outputs.append(OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)),
@@ -258,27 +264,23 @@ def _deliver(
     for d in deliveries:
         decision = _decide(resource, d, ctx, now, district)
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
-            audits.append((p, _audit(now, event_id, "deny", provider, d.consumer, resource.id, d.scenario,
-                                     d.grant, resource.tier, d.to_tier, d.direction, "deny", str(decision.reason),
-                                     khash, source)))
-            result.tally[("events", (d.kind, resource.tier, d.to_tier, "denied"))] += 1
+            entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, DENY,
+                                          str(decision.reason)))
+            tally[("events", (d.kind, tier, d.to_tier, "denied"))] += 1
             continue
         plan = ctx.delivery_plans.get((resource.id, d.consumer))
         value = rec.value if plan is None else plan.encode(apply_mask(record, plan.plan))
-        lineage = json.dumps([provider, "hub", d.consumer]).encode()
+        lineage = json.dumps([provider, OPERATOR, d.consumer]).encode()
         headers = base_headers + [
             (H_GRANT, (d.grant or "").encode()),
             (H_SCENARIO, (d.scenario or "").encode()),
             (H_LINEAGE, lineage),
         ]
-        result.outputs.append(OutRecord(f"feed.{d.consumer}", key, value, headers))
-        audit = _audit(now, event_id, "deliver", provider, d.consumer, resource.id, d.scenario,
-                       d.grant, resource.tier, d.to_tier, d.direction, "allow", d.reason, khash, source)
-        if plan is not None:
-            audit["masked_fields"] = list(plan.masked_fields)
-        audits.append((p, audit))
-        result.tally[("events", (d.kind, resource.tier, d.to_tier, "ok"))] += 1
-        result.tally[("records_delivered", (d.direction,))] += 1
+        result.outputs.append(OutRecord(feed_topic(d.consumer), key, value, headers))
+        entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, ALLOW, d.reason,
+                                      plan.masked_fields if plan is not None else ()))
+        tally[("events", (d.kind, tier, d.to_tier, "ok"))] += 1
+        tally[("records_delivered", (d.direction,))] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
 
 
@@ -298,16 +300,10 @@ def _quarantine(
 ) -> None:
     node = node_of_ingress(rec.topic)
     tier = _safe_tier(node)
-    value = ctx.quarantine_schema.encode({
-        "event_id": event_id, "ts": now, "node": node, "topic": rec.topic, "partition": rec.partition,
-        "offset": rec.offset, "rule": rej.rule, "reason": str(rej), "resource": rej.resource,
-        "original_key": rec.key, "original_value": rec.value,
-        "original_headers": {k: bytes(v or b"") for k, v in (rec.headers or ())},
-    })
-    headers = [(H_EVENT_ID, event_id.encode()), (H_RULE, rej.rule.encode())]
-    result.outputs.append(OutRecord(f"quarantine.{node}", rec.key, value, headers))
-    result.audits.append((rec.partition, _audit(now, event_id, "quarantine", node, None, rej.resource, None, None,
-                                                tier, tier, None, "deny", rej.rule, key_hash(rec.key), source)))
+    value = ctx.quarantine_schema.encode(quarantine_value(rec, event_id, now, node, rej.rule, str(rej), rej.resource))
+    result.outputs.append(OutRecord(quarantine_topic(node), rec.key, value, quarantine_headers(event_id, rej.rule)))
+    result.audits.append((rec.partition, quarantine_audit(now, event_id, node, tier, rej.rule, rej.resource,
+                                                          key_hash(rec.key), source)))
     result.tally[("events", ("publish", tier, tier, "quarantined"))] += 1
     result.tally[("quarantined", (rej.rule,))] += 1
 
@@ -317,18 +313,3 @@ def _safe_tier(node: str) -> str:
         return tier_of(node)
     except ValueError:
         return "hub"
-
-
-def _audit(
-    now: int, event_id: str, action: str, actor: str, counterparty: str | None,
-    resource: str | None, scenario: str | None, grant: str | None, from_tier: str | None, to_tier: str | None,
-    direction: str | None, decision: str, reason: str, khash: str | None, source: str | None,
-) -> dict[str, Any]:
-    """An unsealed AuditRecord: the shell chains (prev_hash, hash) and encodes it per audit partition."""
-    return {
-        "event_id": event_id, "audit_id": f"{event_id}/{action}/{counterparty or '-'}", "ts": now,
-        "action": action, "actor": actor, "counterparty": counterparty, "resource": resource,
-        "scenario": scenario, "grant": grant, "from_tier": from_tier, "to_tier": to_tier,
-        "direction": direction, "decision": decision, "reason": reason, "key_hash": khash,
-        "masked_fields": [], "prev_hash": None, "hash": None, "source": source,
-    }

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.audit.chain import CHECKPOINT, ChainState, ChainWriter, resume_state
 from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
+from hub.contract import INGRESS_PREFIX
 from hub.pipeline.dedupe import DedupeWindow
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -49,12 +50,18 @@ class PartitionState:
         return self.chain.state.head
 
     def absorb(self, audit: dict[str, Any], *, count: bool) -> None:
-        """Fold one existing audit record of this partition into the state (restore path)."""
+        """Fold one existing audit record of this partition into the state (restore path).
+
+        One record is one event (a publish with its ``deliveries``, a quarantine, a call): its (node, event
+        id) goes into the dedupe window, and with ``count`` its counters (``count_keys``: the publish and each
+        delivery or refusal) into the counts. Older logs' separate deliver/deny records repeat their event's
+        dedupe key and count one counter each.
+        """
         if audit["action"] == CHECKPOINT:
             return
         source = audit.get("source") or ""
         topic = source.split("/", 1)[0]
-        node = topic.removeprefix("ingress.") if topic else audit.get("actor", "")
+        node = topic.removeprefix(INGRESS_PREFIX) if topic else audit.get("actor", "")
         self.dedupe.add((node, audit["event_id"]))
         if count:
             self.counts.add((audit,))

@@ -1,16 +1,21 @@
 """Exact exchange counts, derived from audit records by one pure function.
 
-The worker, ``hub audit reconcile`` and ``/v1/stats`` all count with ``count_key``, so the durable counters
+The worker, ``hub audit reconcile`` and ``/v1/stats`` all count with ``count_keys``, so the durable counters
 and a recount from the audit log can only differ if records were lost or counted twice.
+
+An event has one audit record, its ``publish``, listing its deliveries and refusals; ``count_keys`` expands it
+into the counters one record per act used to produce: the publish, one ``deliver`` per allowed delivery and
+one ``deny`` per refused one. Logs written before (separate ``deliver``/``deny`` records) count the same.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8))
@@ -20,15 +25,47 @@ CountKey = tuple[str, str, str, str, str, str, str, str]
 
 COUNTED_ACTIONS = frozenset({"publish", "deliver", "quarantine", "call", "deny"})
 
+_DAY_MS = 86_400_000
+_CST_OFFSET_MS = 8 * 3_600_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_day_bounds: tuple[int, int, str] = (0, 0, "")  # [start, end) in epoch ms of the last day looked up, and its name
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
 
 def day_of(ts_ms: int | datetime) -> str:
-    """The statistics day (China Standard Time) of a timestamp."""
-    moment = ts_ms if isinstance(ts_ms, datetime) else datetime.fromtimestamp(ts_ms / 1000, UTC)
-    return moment.astimezone(CHINA_STANDARD_TIME).date().isoformat()
+    """The statistics day (China Standard Time) of a timestamp (epoch ms, or a datetime as fastavro decodes).
+
+    The bounds of the last day looked up are cached: records arrive in time order, so nearly every call is
+    two integer comparisons. (China has no daylight saving: a CST day is a fixed 86,400,000 ms.)
+    """
+    if isinstance(ts_ms, int):
+        ms = ts_ms
+    elif isinstance(ts_ms, datetime):
+        ms = _epoch_ms(ts_ms)
+    else:
+        ms = math.floor(ts_ms)
+    global _day_bounds
+    start, end, day = _day_bounds
+    if start <= ms < end:
+        return day
+    start = (ms + _CST_OFFSET_MS) // _DAY_MS * _DAY_MS - _CST_OFFSET_MS
+    day = date.fromordinal(_EPOCH_ORDINAL + (start + _CST_OFFSET_MS) // _DAY_MS).isoformat()
+    _day_bounds = (start, start + _DAY_MS, day)  # one tuple: a concurrent reader sees old or new bounds, whole
+    return day
 
 
 def count_key(audit: Mapping[str, Any]) -> CountKey | None:
-    """The counter an audit record adds one to, or None for records that are not exchange events."""
+    """The counter an audit record itself adds one to, or None for records that are not exchange events.
+
+    Does not look at ``deliveries``: count with ``count_keys``.
+    """
     action = audit["action"]
     if action not in COUNTED_ACTIONS:
         return None
@@ -39,6 +76,32 @@ def count_key(audit: Mapping[str, Any]) -> CountKey | None:
     )
 
 
+def count_keys(audit: Mapping[str, Any]) -> list[CountKey]:
+    """Every counter an audit record adds one to: its own (``count_key``), then one per entry of its
+    ``deliveries``, keyed exactly as the separate ``deliver`` (allowed) or ``deny`` (refused) record of that
+    delivery was: (day, deliver|deny, from_tier of the publish, to_tier, direction, resource, decision, reason).
+
+    Empty for records that are not exchange events (checkpoints, grant changes, ...).
+    """
+    action = audit["action"]
+    if action not in COUNTED_ACTIONS:
+        return []
+    day = day_of(audit["ts"])
+    from_tier = audit.get("from_tier") or ""
+    resource = audit.get("resource") or ""
+    keys: list[CountKey] = [(
+        day, action, from_tier, audit.get("to_tier") or "", audit.get("direction") or "", resource,
+        audit.get("decision") or "", audit.get("reason") or "",
+    )]
+    for d in audit.get("deliveries") or ():
+        decision = d["decision"]
+        keys.append((
+            day, "deliver" if decision == "allow" else "deny", from_tier, d.get("to_tier") or "",
+            d.get("direction") or "", resource, decision, d.get("reason") or "",
+        ))
+    return keys
+
+
 class CountTable:
     """Counts per CountKey, mergeable and serialisable (snapshots on the ``hub.counts`` topic)."""
 
@@ -46,11 +109,10 @@ class CountTable:
         self.counts: Counter[CountKey] = Counter(counts or {})
 
     def add(self, audits: Iterable[Mapping[str, Any]]) -> None:
-        counts = self.counts
+        """Count audit records (each expanded by ``count_keys``: a publish with its deliveries)."""
+        update = self.counts.update
         for audit in audits:
-            key = count_key(audit)
-            if key is not None:
-                counts[key] += 1
+            update(count_keys(audit))
 
     def merge(self, other: CountTable) -> None:
         self.counts.update(other.counts)

@@ -2,7 +2,9 @@
 
 Every figure is a sum of counters (``hub.stats.counts.CountKey``: day, action, from_tier, to_tier, direction,
 resource, decision, reason) selected by a predicate stated next to it, so ``/v1/stats``, ``hub stats`` and
-``hub top`` all say what they count. The catalogue sizes come from the control state (``catalogue_by_tier``),
+``hub top`` all say what they count. The ``deliver`` and ``deny`` counters are the allowed and refused
+entries of publish audits' ``deliveries`` (``hub.stats.counts.count_keys``), as one record per delivery
+counted before. The catalogue sizes come from the control state (``catalogue_by_tier``),
 not from counters: they are the catalogue as it is now, whatever the date range.
 
 Days are statistics days in China Standard Time (``hub.stats.counts.day_of``); a range is inclusive.
@@ -43,17 +45,19 @@ FIGURES: tuple[Figure, ...] = (
            "call audits allowed (decision allow) from a municipal node to a municipal provider",
            lambda k: _calls(k) and k[FROM_TIER] == "municipal" and k[TO_TIER] == "municipal"),
     Figure("records_down", "records delivered down the tiers", "> 49.2 billion records",
-           "deliver audits with direction down", lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "down"),
+           "deliveries allowed (publish audits' deliveries, decision allow) with direction down",
+           lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "down"),
     Figure("records_regional", "records shared with the Yangtze River Delta region", "> 200 million",
-           "deliver audits with direction regional",
+           "deliveries allowed (publish audits' deliveries, decision allow) with direction regional",
            lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "regional"),
     Figure("calls_to_national", "calls to national data", "> 3.3 billion calls",
            "call audits allowed (decision allow) to a national provider (to_tier national)",
            lambda k: _calls(k) and k[TO_TIER] == "national"),
     Figure("records_up", "records reported up to national", "> 300 million",
-           "deliver audits with direction up", lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "up"),
+           "deliveries allowed (publish audits' deliveries, decision allow) with direction up",
+           lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "up"),
     Figure("locality_returns", "records returned to the 16 districts by locality", "260 million",
-           "deliver audits with direction down and reason locality-return",
+           "deliveries allowed with direction down and reason locality-return",
            lambda k: k[ACTION] == "deliver" and k[DIRECTION] == "down" and k[REASON] == "locality-return"),
     Figure("catalogue_municipal", "resource catalogue entries, municipal departments", "7,896",
            "current (not retired) catalogue entries of tier municipal, now", tier="municipal"),

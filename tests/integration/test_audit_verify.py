@@ -3,7 +3,9 @@ of the four ways (a record changed, removed, reordered, inserted) fails at the r
 
 The log is a sealed chain on two partitions, written as Confluent-framed Avro with the AuditRecord schema
 registered in the session hub's registry; each copy is the original read back from Kafka and re-produced
-with one alteration in partition 1, and the CLI runs as a user runs it, in a child process.
+with one alteration in partition 1, and the CLI runs as a user runs it, in a child process. Partition 1
+holds the hub's audit records (one per event, its deliveries listed in it); partition 0 records of the
+format before ``deliveries`` (one per delivery), which must verify unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.audit.chain import ChainWriter, resume_state, seal
+from hub.audit.records import delivery_entry, publish_record
 from hub.audit.verify import latest_verification
 from hub.broker.topics import ensure_topics
 from hub.registry import framing
@@ -38,7 +41,17 @@ Message = tuple[bytes | None, bytes]  # key, value
 
 
 def audit(partition: int, i: int) -> dict[str, Any]:
+    """Partition 1: a publish record as the hub writes it; partition 0: a deliver record of the older format."""
     event = f"00000000-0000-4000-8000-{partition:04d}{i:08d}"
+    if partition == 1:
+        return publish_record(NOW + i, event, "municipal.health", "municipal.health.vaccination", "municipal",
+                              f"{i:064x}", f"ingress.municipal.health/{partition}/{i}", [
+                                  delivery_entry("district.310115", "vaccination-follow-up", "g-1", "district",
+                                                 "down", "allow", "locality-return", ["name"]),
+                                  delivery_entry("national", None, None, "national", "up", "allow", "report-up"),
+                                  delivery_entry("municipal.civil-affairs", "vaccination-follow-up", "g-2",
+                                                 "municipal", "lateral", "deny", "grant_revoked"),
+                              ])
     return {
         "event_id": event, "audit_id": f"{event}/deliver/district.310115", "ts": NOW + i, "action": "deliver",
         "actor": "municipal.health", "counterparty": "district.310115", "resource": "municipal.health.vaccination",
@@ -117,7 +130,7 @@ async def original(hub: HubProcess) -> dict[str, Any]:
 
 def change(messages: list[Message], at: int, original: dict[str, Any]) -> None:
     record = original["decode"](messages[at][1])
-    record["counterparty"] = "district.310101"  # e.g. hide to whom a record really went
+    record["deliveries"][0]["counterparty"] = "district.310101"  # e.g. hide to whom a record really went
     messages[at] = (messages[at][0], original["encode"](record))
 
 
@@ -133,7 +146,7 @@ def insert(messages: list[Message], at: int, original: dict[str, Any]) -> None:
     """A forged record sealed in place: the right seq and prev_hash and a valid hash (no key needed)."""
     before = original["decode"](messages[at - 1][1])
     forged = audit(1, 999)
-    forged["counterparty"] = "district.310101"
+    forged["deliveries"][0]["counterparty"] = "district.310101"
     seal(forged, before["hash"], before["seq"] + 1)
     messages.insert(at, (forged["event_id"].encode(), original["encode"](forged)))
 

@@ -140,6 +140,12 @@ def delivered_to(records: list[ConsumerRecord], consumer: str) -> bool:
     return any(r.topic == feed_topic(consumer) for r in records)
 
 
+def allowed_to(audits: list[dict[str, Any]], consumer: str) -> bool:
+    """Whether an event's audit lists a delivery to ``consumer`` (its publish record's ``deliveries``)."""
+    return any(d["counterparty"] == consumer and d["decision"] == "allow"
+               for a in audits for d in a.get("deliveries") or ())
+
+
 async def feed_topics(bootstrap: str) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -190,8 +196,7 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
         for _ in range(2):
             outcome = await ex.publish(NATURAL_PERSON, person)
             assert not delivered_to(outcome, consumer)
-            assert not any(a["counterparty"] == consumer and a["action"] == "deliver"
-                           for a in await ex.audits(outcome))
+            assert not allowed_to(await ex.audits(outcome), consumer)
         # the consumer cannot approve its own request; the provider can
         self_approval = api(hub, "POST", f"/v1/grants/{grant_id}/approve", token)
         assert self_approval.status_code == 403, self_approval.text
@@ -208,8 +213,8 @@ async def test_grants_decide_what_flows_from_the_next_event_on(hub: HubProcess, 
         after = [await ex.publish(NATURAL_PERSON, person) for _ in range(3)]
         flows = [delivered_to(outcome, consumer) for outcome in after]
         assert flows in ([False, False, False], [True, False, False]), flows
-        for outcome in after[1:]:  # no delivery audited either: a deny, or no proposal at all
-            assert all(a["action"] != "deliver" or a["counterparty"] != consumer for a in await ex.audits(outcome))
+        for outcome in after[1:]:  # no delivery audited either: a denied one, or no proposal at all
+            assert not allowed_to(await ex.audits(outcome), consumer)
 
         # the control audit log has every step, with who did it and why
         trail = [a for a in await ex.audits([r for r in ex.seen if r.topic == CONTROL_AUDIT_TOPIC])
@@ -242,7 +247,8 @@ async def test_a_none_resource_is_never_granted_and_never_flows(hub: HubProcess,
     try:
         outcome = await ex.publish(SEVERE, ex.record(SEVERE, district="310115"))
         assert not [r for r in outcome if r.topic.startswith("feed.")]
-        assert [a["action"] for a in await ex.audits(outcome)] == ["publish"]
+        [audit] = await ex.audits(outcome)  # the event's one audit record: refusals at most
+        assert audit["action"] == "publish" and all(d["decision"] == "deny" for d in audit["deliveries"])
     finally:
         await ex.stop()
 
@@ -259,7 +265,8 @@ async def test_an_l2_district_gets_l3_fields_masked_and_l4_fields_absent(hub: Hu
         assert got["district"] == "310115" and got["record_id"] == record["record_id"]  # L1 as published
         civil = await ex.decoded(next(r for r in outcome if r.topic == "feed.municipal.civil-affairs"))
         assert civil["name"] == "张三丰" and "resident_id" not in civil  # L3 clearance: L3 kept, L4 still dropped
-        deliver = next(a for a in await ex.audits(outcome) if a["counterparty"] == "district.310115")
+        deliver = next(d for a in await ex.audits(outcome) for d in a["deliveries"]
+                       if d["counterparty"] == "district.310115")
         assert {"resident_id", "name", "phone"} <= set(deliver["masked_fields"])
     finally:
         await ex.stop()

@@ -85,7 +85,7 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
         def ours(rs):
             return [r for r in rs if (header(r, H_EVENT_ID) or b"").decode() in ids]
 
-        got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 3 * len(ids) + 2 * len(ids)))
+        got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2 * len(ids) + len(ids)))  # feeds, audits
     finally:
         await reader.stop()
     feeds = [r for r in got if r.topic.startswith("feed.")]
@@ -114,21 +114,26 @@ async def test_records_reach_entitled_feeds_with_audit_and_counters(hub: HubProc
             else:  # districts are cleared to L2: L3 fields partially masked
                 assert delivered["name"] != original["name"] and delivered["name"][0] == original["name"][0]
                 assert "*" in delivered["name"]
-    # exactly one audit record per delivery, and one per publish
-    actions: Counter[tuple[str, str | None, str]] = Counter()
+    # exactly one audit record per event: its publish, listing each delivery
+    actions: Counter[tuple[str, str]] = Counter()
+    delivered_to: dict[str, list[str]] = {}
     client = RegistryClient(hub.api, token=hub.token)
     try:
         for a in audits:
             aid, body = framing.split(a.value)
             rec = framing.decode_body(body, (await client.schema_by_id(aid)).parsed)
-            actions[(rec["action"], rec["counterparty"], rec["event_id"])] += 1
-            if rec["action"] == "deliver":  # the audit names the masked fields, never their values
-                assert "resident_id" in rec["masked_fields"]
+            actions[(rec["action"], rec["event_id"])] += 1
+            assert rec["audit_id"] == f"{rec['event_id']}/publish/-" and rec["source"].startswith("ingress.")
+            for d in rec["deliveries"]:
+                assert d["decision"] == "allow"
+                assert "resident_id" in d["masked_fields"]  # the audit names the masked fields, never their values
+                delivered_to.setdefault(rec["event_id"], []).append(f"feed.{d['counterparty']}")
     finally:
         await client.aclose()
-    assert all(n == 1 for n in actions.values())
-    assert sum(1 for a in actions if a[0] == "deliver") == len(feeds) == 2 * len(records)
-    assert sum(1 for a in actions if a[0] == "publish") == len(records)
+    assert sorted(actions) == sorted(("publish", eid) for eid in ids) and all(n == 1 for n in actions.values())
+    assert sum(len(v) for v in delivered_to.values()) == len(feeds) == 2 * len(records)
+    for eid, rec in records:
+        assert sorted(delivered_to[eid]) == sorted([LATERAL_FEED, f"feed.district.{rec['district']}"])
     # counters moved by exactly what was delivered
     after = hub.metrics()
     assert delta(after, before, "hub_records_delivered_total", direction="down") == len(records)
@@ -248,7 +253,7 @@ async def test_report_up_regional_share_and_locality_in_one_publish(hub: HubProc
         def ours(rs):
             return [r for r in rs if header(r, H_EVENT_ID) == event_id.encode()]
 
-        got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= 2 * len(expected) + 1))
+        got = ours(await reader.read_until(lambda rs: len(ours(rs)) >= len(expected) + 1))  # feeds + the audit
     finally:
         await reader.stop()
     feeds = {r.topic: r for r in got if r.topic.startswith("feed.")}
@@ -261,6 +266,7 @@ async def test_report_up_regional_share_and_locality_in_one_publish(hub: HubProc
         for a in (r for r in got if r.topic == AUDIT_TOPIC):
             aid, body = framing.split(a.value)
             rec = framing.decode_body(body, (await client.schema_by_id(aid)).parsed)
-            if rec["action"] == "deliver":
-                directions[feed_topic(rec['counterparty'])] = rec["direction"]
+            if rec["action"] == "publish":
+                directions.update({feed_topic(d["counterparty"]): d["direction"] for d in rec["deliveries"]
+                                   if d["decision"] == "allow"})
     assert directions == expected

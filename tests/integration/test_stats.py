@@ -57,7 +57,7 @@ async def test_v1_stats_equals_the_feeds_and_reconcile_finds_no_difference(hub: 
     expected["direction:up"] = expected["records_up"]
     expected["direction:regional"] = expected["records_regional"]
     # what the routing promises, so the feeds themselves are checked too (a transfer the policy denies would be
-    # audited as a deny and reach no feed)
+    # listed as denied in its event's publish audit, counted as a deny, and reach no feed)
     vax = sum(1 for r, _ in good.values() if r == VAX[1])
     licences = len(good) - vax
     assert expected["records_down"] == expected["locality_returns"] == vax + licences

@@ -27,6 +27,7 @@ from hub.audit.chain import (
     seal,
     verify,
 )
+from hub.audit.records import delivery_entry, publish_record
 from hub.registry import framing
 from hub.settings import REPO_ROOT
 
@@ -38,8 +39,21 @@ KEY = b"operator-secret-key-0123456789abcdef"
 Records = list[dict[str, Any]]
 
 
-def audit(i: int, action: str = "deliver") -> dict[str, Any]:
-    """An unsealed AuditRecord as the pipeline builds it."""
+def audit(i: int) -> dict[str, Any]:
+    """An unsealed AuditRecord as the pipeline builds it: one publish, its deliveries and refusals listed."""
+    event = f"00000000-0000-4000-8000-{i:012d}"
+    return publish_record(NOW + i, event, "municipal.health", "municipal.health.vaccination", "municipal",
+                          f"{i:064x}", f"ingress.municipal.health/0/{i}", [
+                              delivery_entry("district.310115", "vaccination-follow-up", "g-1", "district", "down",
+                                             "allow", "subscription", ["name", "phone"]),
+                              delivery_entry("national", None, None, "national", "up", "allow", "report-up"),
+                              delivery_entry("municipal.civil-affairs", "vaccination-follow-up", "g-2", "municipal",
+                                             "lateral", "deny", "grant_revoked"),
+                          ])
+
+
+def legacy_audit(i: int, action: str = "deliver") -> dict[str, Any]:
+    """An unsealed AuditRecord as the pipeline built it before ``deliveries`` (one per delivery)."""
     event = f"00000000-0000-4000-8000-{i:012d}"
     return {
         "event_id": event, "audit_id": f"{event}/{action}/district.310115", "ts": NOW + i, "action": action,
@@ -114,6 +128,43 @@ def test_a_chain_verifies_after_an_avro_round_trip_through_the_audit_schema() ->
     assert result.head_hash == records[-1]["hash"] and result.checkpoints == 4
 
 
+def test_deliveries_hash_the_same_before_encoding_and_after_an_avro_round_trip() -> None:
+    """fastavro gives every field of a delivery back, its nulls as None; the hash must not see a difference."""
+    record = audit(1)
+    assert record["deliveries"][1]["scenario"] is None and record["deliveries"][2]["masked_fields"] == []
+    sealed = seal(record, "ab" * 32, 5)
+    for encode in (framing.make_encoder(42, AUDIT_JSON), lambda r: framing.encode(42, AUDIT, r)):
+        decoded = framing.decode_body(framing.split(encode(sealed))[1], AUDIT)
+        assert decoded["deliveries"][1]["grant"] is None and isinstance(decoded["ts"], datetime)
+        assert canonical_bytes(decoded) == canonical_bytes(sealed)
+        assert record_hash(decoded) == sealed["hash"] and record_hash(decoded, KEY) == record_hash(sealed, KEY)
+    # an entry built without its optional fields hashes as it decodes (every field, nulls and [] filled in)
+    sparse = dict(sealed, deliveries=[{k: v for k, v in d.items() if v not in (None, [])}
+                                      for d in sealed["deliveries"]])
+    decoded = framing.decode_body(framing.split(framing.encode(42, AUDIT, sparse))[1], AUDIT)
+    assert decoded["deliveries"] == sealed["deliveries"] and record_hash(sparse) == sealed["hash"]
+    # a changed delivery changes the hash
+    assert record_hash(dict(sealed, deliveries=sealed["deliveries"][:2])) != sealed["hash"]
+    flipped = copy.deepcopy(sealed)
+    flipped["deliveries"][2]["decision"] = "allow"
+    assert record_hash(flipped) != sealed["hash"]
+
+
+def test_records_without_deliveries_hash_as_before_it_existed() -> None:
+    """Records written before ``deliveries`` (and checkpoints, calls, control records that never set it) keep
+    their hash, whether it is absent, empty, or filled in as [] by decoding with the new schema."""
+    old = legacy_audit(3)
+    assert "deliveries" not in old
+    assert record_hash(old) == "74649e8ec0d8e8b0707a6839d7d8c52146afe1588d54f032bdf90d6d1a8f41eb"  # as hashed before
+    assert record_hash(dict(old, deliveries=[])) == record_hash(old)
+    [sealed, checkpoint] = ChainWriter(0, checkpoint_every=1).seal_batch([legacy_audit(1)], NOW)
+    assert sealed["hash"] == "01c0a912aa5401024f1c700338c8acc8dd752fae0a6fdafe83e3a8741267e6f4"
+    assert checkpoint["hash"] == "ff9730303642e390f58ca8a6380f05088f9f295019d44af5fbc3bbd6cd89ba2d"
+    decoded = [framing.decode_body(framing.split(framing.encode(1, AUDIT, r))[1], AUDIT) for r in (sealed, checkpoint)]
+    assert all(d["deliveries"] == [] for d in decoded)
+    assert verify(enumerate(decoded)).ok
+
+
 def test_an_empty_log_verifies() -> None:
     assert check([]).ok and check([]).count == 0
 
@@ -129,7 +180,11 @@ def changed_field(records: Records, i: int) -> None:
 
 
 def changed_masked_fields(records: Records, i: int) -> None:
-    records[i]["masked_fields"] = []
+    records[i]["deliveries"][0]["masked_fields"] = []  # a delivery made to look unmasked
+
+
+def dropped_denial(records: Records, i: int) -> None:
+    records[i]["deliveries"].pop()
 
 
 def changed_and_resealed(records: Records, i: int) -> None:
@@ -182,6 +237,7 @@ def inserted_copy_of_a_later_record(records: Records, i: int) -> None:
 TAMPERINGS: list[tuple[Callable[[Records, int], None], str]] = [
     (changed_field, "changed"),
     (changed_masked_fields, "changed"),
+    (dropped_denial, "changed"),
     (changed_and_resealed, "changed"),
     (removed, "removed"),
     (removed_three, "removed"),
@@ -279,13 +335,13 @@ def test_checkpoints_every_n_records_carry_count_range_and_head() -> None:
 def test_checkpoints_after_t_seconds_only_when_records_are_waiting() -> None:
     writer = ChainWriter(3, checkpoint_every=1000, checkpoint_seconds=5)
     first = writer.seal_batch([audit(0), audit(1)], NOW)
-    assert [r["action"] for r in first] == ["deliver", "deliver"]
+    assert [r["action"] for r in first] == ["publish", "publish"]
     assert writer.tick(NOW + 4_999) == []
     (cp,) = writer.tick(NOW + 5_000)
     assert cp["action"] == CHECKPOINT and parse_checkpoint_reason(cp["reason"])[:2] == (2, 0)
     assert writer.tick(NOW + 20_000) == []  # nothing new since: no empty checkpoint
     later = writer.seal_batch([audit(2)], NOW + 30_000)  # the window is older than 5 s: closed right away
-    assert [r["action"] for r in later] == ["deliver", CHECKPOINT]
+    assert [r["action"] for r in later] == ["publish", CHECKPOINT]
     assert check(first + [cp] + later, partition=3).ok
 
 

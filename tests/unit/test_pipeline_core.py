@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from hub.audit.reconcile import Recount
 from hub.catalogue.model import load_exchange_config
 from hub.contract import H_EVENT_ID, H_LINEAGE, H_PROVIDER, H_RESOURCE, H_RULE, RECORDS_TOPIC
 from hub.pipeline.core import (
@@ -19,6 +21,7 @@ from hub.pipeline.core import (
 )
 from hub.registry import framing
 from hub.settings import REPO_ROOT
+from hub.stats.counts import CountTable
 
 VACC_ID, AUDIT_ID, QUAR_ID, OTHER_ID = 11, 12, 13, 14
 
@@ -83,12 +86,26 @@ def test_good_record_goes_to_subscriber_and_its_district(ctx: ExchangeContext) -
         assert out.key == b"r1"  # keyed by primary key when the publisher sent no key
     [stored] = [o for o in result.outputs if o.topic == RECORDS_TOPIC]  # the row's current version, for calls
     assert (stored.key, stored.value) == (b"municipal.health.vaccination|r1", value)
-    audits = [a for _, a in result.audits]
-    assert sorted(a["action"] for a in audits) == ["deliver", "deliver", "publish"]
-    assert {a["source"] for a in audits} == {"ingress.municipal.health/0/5"}
-    for audit in audits:  # every audit record encodes with the hub's AuditRecord schema
-        assert decode_out(ctx.audit_schema.encode(audit))["audit_id"] == audit["audit_id"]
-    assert all("张" not in json.dumps(a, ensure_ascii=False, default=str) for a in audits)  # no record data in audit
+    [(partition, audit)] = result.audits  # one audit record per event: the publish, listing its deliveries
+    assert (partition, audit["action"], audit["decision"], audit["reason"]) == (0, "publish", "allow", "accepted")
+    event_id = event_id_for(raw(value, offset=5), {})
+    assert (audit["event_id"], audit["audit_id"]) == (event_id, f"{event_id}/publish/-")
+    assert (audit["actor"], audit["resource"], audit["counterparty"]) == (
+        "municipal.health", "municipal.health.vaccination", None)
+    assert audit["source"] == "ingress.municipal.health/0/5"
+    assert audit["key_hash"] == hashlib.sha256(b"r1").hexdigest()
+    assert sorted(d["counterparty"] for d in audit["deliveries"]) == ["district.310115", "municipal.civil-affairs"]
+    by_consumer = {d["counterparty"]: d for d in audit["deliveries"]}
+    assert by_consumer["district.310115"] == {
+        "counterparty": "district.310115", "scenario": "vaccination-follow-up", "grant": "seed-pudong-vaccination",
+        "to_tier": "district", "direction": "down", "decision": "allow", "reason": "locality-return",
+        "masked_fields": [],
+    }
+    assert (by_consumer["municipal.civil-affairs"]["direction"], by_consumer["municipal.civil-affairs"]["reason"]) == (
+        "lateral", "subscription")
+    decoded = decode_out(ctx.audit_schema.encode(audit))  # encodes with the hub's AuditRecord schema
+    assert decoded["audit_id"] == audit["audit_id"] and decoded["deliveries"] == audit["deliveries"]
+    assert "张" not in json.dumps(audit, ensure_ascii=False, default=str)  # no record data in audit
     assert result.tally[("records_delivered", ("down",))] == 1
     assert result.tally[("records_delivered", ("lateral",))] == 1
     assert result.tally[("events", ("publish", "municipal", "municipal", "ok"))] == 1
@@ -137,7 +154,7 @@ def test_redelivered_event_is_skipped_but_other_nodes_ids_are_not(ctx: ExchangeC
                                               (H_EVENT_ID, b"e-1")])], ctx)
     again = process_batch([raw(GOOD, offset=9, headers=[(H_RESOURCE, b"municipal.health.vaccination"),
                                                         (H_EVENT_ID, b"e-1")])], ctx)
-    assert len(first.audits) == 3 and first.duplicates == 0
+    assert len(first.audits) == 1 and len(first.audits[0][1]["deliveries"]) == 2 and first.duplicates == 0
     assert (again.outputs, again.audits, again.duplicates) == ([], [], 1)
     # the same id from another node is another event (it is quarantined here: not the provider)
     other = process_batch([raw(GOOD, topic="ingress.municipal.hrss", headers=[
@@ -160,15 +177,17 @@ def test_seed_configuration_is_valid() -> None:
 
 
 def test_every_transfer_is_checked_against_its_grant(ctx: ExchangeContext) -> None:
-    """A grant revoked after routing was decided (stale subscription) is refused at transfer, with a deny audit."""
+    """A grant revoked after routing was decided (stale subscription) is refused at transfer, listed as denied."""
     revoked = ctx.grants["seed-civil-vaccination"].model_copy(update={"state": "revoked"})
     ctx.grants = {**ctx.grants, revoked.id: revoked}
     result = process_batch([raw(GOOD)], ctx)
     assert [o.topic for o in result.outputs if o.topic.startswith("feed.")] == ["feed.district.310115"]
-    [deny] = [a for _, a in result.audits if a["action"] == "deny"]
-    assert (deny["counterparty"], deny["decision"], deny["reason"]) == (
-        "municipal.civil-affairs", "deny", "grant_revoked"
+    [(_, audit)] = result.audits
+    [deny] = [d for d in audit["deliveries"] if d["decision"] == "deny"]
+    assert (deny["counterparty"], deny["grant"], deny["reason"]) == (
+        "municipal.civil-affairs", "seed-civil-vaccination", "grant_revoked"
     )
+    assert [d["counterparty"] for d in audit["deliveries"] if d["decision"] == "allow"] == ["district.310115"]
     assert result.tally[("events", ("deliver", "municipal", "municipal", "denied"))] == 1
 
 
@@ -188,8 +207,10 @@ def test_consumers_receive_masked_records_per_clearance(ctx: ExchangeContext) ->
     delivered = framing.decode_body(body, framing.parse_schema(derived))
     assert sid == 99 and "resident_id" not in delivered
     assert (delivered["name"], delivered["phone"]) == ("张**", "139****5678")
-    [audit] = [a for _, a in result.audits if a["counterparty"] == "district.310115"]
-    assert set(audit["masked_fields"]) >= {"resident_id", "name", "phone"}
+    [(_, audit)] = result.audits
+    masked = {d["counterparty"]: d["masked_fields"] for d in audit["deliveries"]}
+    assert set(masked["district.310115"]) >= {"resident_id", "name", "phone"}
+    assert masked["municipal.civil-affairs"] == []  # no plan: delivered as published
 
 
 def test_a_resource_that_is_not_shared_never_flows(ctx: ExchangeContext) -> None:
@@ -202,7 +223,8 @@ def test_a_resource_that_is_not_shared_never_flows(ctx: ExchangeContext) -> None
                                                     resource=resource.id, scenario="vaccination-follow-up")]}
     result = process_batch([raw(GOOD)], ctx)
     assert [o for o in result.outputs if o.topic.startswith("feed.")] == []
-    assert {a["reason"] for _, a in result.audits if a["action"] == "deny"} == {"not_shared"}
+    [(_, audit)] = result.audits
+    assert {(d["decision"], d["reason"]) for d in audit["deliveries"]} == {("deny", "not_shared")}
 
 
 def test_report_up_flows_without_a_grant(ctx: ExchangeContext) -> None:
@@ -210,5 +232,41 @@ def test_report_up_flows_without_a_grant(ctx: ExchangeContext) -> None:
     ctx.resources = {**ctx.resources, resource.id: resource}
     result = process_batch([raw(GOOD)], ctx)
     assert "feed.national" in {o.topic for o in result.outputs}
-    [up] = [a for _, a in result.audits if a["counterparty"] == "national"]
-    assert (up["action"], up["direction"], up["reason"]) == ("deliver", "up", "report-up")
+    [up] = [d for _, a in result.audits for d in a["deliveries"] if d["counterparty"] == "national"]
+    assert (up["decision"], up["direction"], up["reason"], up["to_tier"]) == ("allow", "up", "report-up", "national")
+
+
+def test_one_audit_record_counts_what_the_publish_delivery_and_denial_records_counted(ctx: ExchangeContext) -> None:
+    """Delivered to the district and up to national, refused to civil affairs (revoked): one audit record,
+    whose counters are exactly those of the four records (publish, 2 deliver, deny) the hub wrote before."""
+    resource = ctx.resources["municipal.health.vaccination"].model_copy(update={"report_up": True})
+    ctx.resources = {**ctx.resources, resource.id: resource}
+    revoked = ctx.grants["seed-civil-vaccination"].model_copy(update={"state": "revoked"})
+    ctx.grants = {**ctx.grants, revoked.id: revoked}
+    result = process_batch([raw(GOOD, offset=3)], ctx)
+    [(_, audit)] = result.audits
+    assert sorted((d["counterparty"], d["decision"]) for d in audit["deliveries"]) == [
+        ("district.310115", "allow"), ("municipal.civil-affairs", "deny"), ("national", "allow")]
+    event_id, khash, source = audit["event_id"], audit["key_hash"], audit["source"]
+
+    def old(action: str, counterparty: str | None, to_tier: str, direction: str | None, decision: str,
+            reason: str) -> dict[str, object]:  # the pre-``deliveries`` pipeline's record (its ``_audit``)
+        return {"event_id": event_id, "audit_id": f"{event_id}/{action}/{counterparty or '-'}", "ts": audit["ts"],
+                "action": action, "actor": "municipal.health", "counterparty": counterparty,
+                "resource": "municipal.health.vaccination", "scenario": None, "grant": None,
+                "from_tier": "municipal", "to_tier": to_tier, "direction": direction, "decision": decision,
+                "reason": reason, "key_hash": khash, "masked_fields": [], "prev_hash": None, "hash": None,
+                "source": source}
+
+    before = [old("publish", None, "municipal", None, "allow", "accepted"),
+              old("deny", "municipal.civil-affairs", "municipal", "lateral", "deny", "grant_revoked"),
+              old("deliver", "district.310115", "district", "down", "allow", "locality-return"),
+              old("deliver", "national", "national", "up", "allow", "report-up")]
+    now, then = CountTable(), CountTable()
+    now.add([audit])
+    then.add(before)
+    assert now == then and sum(now.counts.values()) == 4
+    decoded = decode_out(ctx.audit_schema.encode(audit))  # as reconcile and a restoring worker read it
+    recount = Recount()
+    recount.add(0, 0, decoded)
+    assert recount.tables[0] == then

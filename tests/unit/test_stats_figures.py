@@ -23,37 +23,63 @@ LICENCE = "municipal.market.business-licence"
 
 def audit(action: str, *, ts: int = 1_767_225_600_000, from_tier: str = "municipal", to_tier: str = "municipal",
           direction: str | None = None, resource: str | None = VAX, decision: str = "allow",
-          reason: str = "subscription") -> dict:
-    return {"action": action, "ts": ts, "from_tier": from_tier, "to_tier": to_tier, "direction": direction,
-            "resource": resource, "decision": decision, "reason": reason}
+          reason: str = "subscription", deliveries: list[dict] | None = None) -> dict:
+    record = {"action": action, "ts": ts, "from_tier": from_tier, "to_tier": to_tier, "direction": direction,
+              "resource": resource, "decision": decision, "reason": reason}
+    if deliveries is not None:
+        record["deliveries"] = deliveries
+    return record
 
 
 DAY1 = 1_767_225_600_000  # 2026-01-01 08:00 China time
 DAY2 = DAY1 + 86_400_000
 
 
-def sample_table() -> CountTable:
-    table = CountTable()
-    table.add([
-        audit("publish", reason="accepted"),
-        audit("deliver", to_tier="district", direction="down", reason="locality-return"),
-        audit("deliver", to_tier="district", direction="down", reason="subscription"),
-        audit("deliver", direction="lateral"),
-        audit("publish", resource=LICENCE, reason="accepted", ts=DAY2),
-        audit("deliver", resource=LICENCE, to_tier="region", direction="regional", ts=DAY2),
-        audit("deliver", resource=LICENCE, to_tier="region", direction="regional", ts=DAY2),
-        audit("deliver", resource=LICENCE, to_tier="national", direction="up", reason="report-up", ts=DAY2),
-        audit("deliver", resource=LICENCE, to_tier="district", direction="down", reason="locality-return", ts=DAY2),
+def delivery(to_tier: str, direction: str, reason: str = "subscription", decision: str = "allow") -> dict:
+    return {"counterparty": "n", "to_tier": to_tier, "direction": direction, "decision": decision, "reason": reason}
+
+
+def sample_audits() -> list[dict]:
+    """Audit records as the hub writes them: an event's publish lists its deliveries and refusals."""
+    return [
+        audit("publish", reason="accepted", deliveries=[
+            delivery("district", "down", "locality-return"), delivery("district", "down"),
+            delivery("municipal", "lateral")]),
+        audit("publish", resource=LICENCE, reason="accepted", ts=DAY2, deliveries=[
+            delivery("region", "regional"), delivery("region", "regional"), delivery("national", "up", "report-up"),
+            delivery("district", "down", "locality-return")]),
         audit("call", to_tier="municipal", resource="municipal.big-data.natural-person"),
         audit("call", to_tier="national", resource="national.enterprise-credit", ts=DAY2),
         audit("call", to_tier="national", resource="national.enterprise-credit", ts=DAY2, decision="deny",
               reason="no_grant"),
-        audit("deny", from_tier="district", to_tier="municipal", decision="deny", reason="no_grant"),
+        audit("deny", from_tier="district", to_tier="municipal", decision="deny", reason="no_grant"),  # as older
+        # hubs wrote a refusal: its own record (logs keep them; they count as they did)
         audit("quarantine", resource=None, decision="deny", reason="bad_magic"),
         {"action": "checkpoint", "ts": DAY1},  # not an exchange event
         {"action": "grant", "ts": DAY1},
-    ])
+    ]
+
+
+def sample_table() -> CountTable:
+    table = CountTable()
+    table.add(sample_audits())
     return table
+
+
+def test_a_publish_counts_as_the_separate_records_it_replaces() -> None:
+    """The same traffic audited one record per act (the format before ``deliveries``) gives the same table."""
+    separate = []
+    for record in sample_audits():
+        separate.append({k: v for k, v in record.items() if k != "deliveries"})
+        for d in record.get("deliveries", ()):
+            action = "deliver" if d["decision"] == "allow" else "deny"
+            separate.append(audit(action, ts=record["ts"], from_tier=record["from_tier"], to_tier=d["to_tier"],
+                                  direction=d["direction"], resource=record["resource"], decision=d["decision"],
+                                  reason=d["reason"]))
+    table = CountTable()
+    table.add(separate)
+    assert table == sample_table() and len(separate) == 16
+    assert sum(table.counts.values()) == 14  # checkpoint and grant are not exchange events
 
 
 def test_days_are_china_standard_time() -> None:
