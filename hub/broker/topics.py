@@ -24,7 +24,7 @@ COMPACTED_TOPICS = (SCHEMAS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, 
 
 
 def node_topics(node_id: str) -> list[str]:
-    """Every node-facing topic of one node (SPEC: Topics)."""
+    """Every node-facing topic of one node (docs/contract.md: Topics)."""
     return [
         f"ingress.{node_id}", f"feed.{node_id}", f"call.{node_id}.request", f"call.{node_id}.reply",
         f"quarantine.{node_id}", f"objection.{node_id}",
