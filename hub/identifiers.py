@@ -1,6 +1,6 @@
 """Shanghai district codes, resident IDs (GB 11643), unified social credit codes (GB 32100), masking.
 
-Pure functions, no I/O. The checks follow the standards as summarised in ``DOMAIN.md``; where they differ
+Pure functions, no I/O. The checks follow the standards as summarised in ``docs/domain.md``; where they differ
 from ``python-stdnum`` (``stdnum.cn.ric`` / ``stdnum.cn.uscc``) it is on purpose:
 
 * A resident ID's area code is the code of the place of household registration *when the number was
@@ -100,7 +100,7 @@ class RetiredCode(NamedTuple):
 
 
 #: Retired Shanghai area codes: valid inside resident IDs (the area code is fixed when the number is
-#: assigned), never a live district. The first six are the ones DOMAIN.md names; the rest are the other
+#: assigned), never a live district. The first six are the ones docs/domain.md names; the rest are the other
 #: codes GB/T 2260 assigned in Shanghai between 1982 and 2016.
 RETIRED_CODES: Mapping[str, RetiredCode] = MappingProxyType(
     {

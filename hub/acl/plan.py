@@ -1,9 +1,9 @@
 """Which ACLs each node must have, and how to get from the broker's current ACLs there (pure, no I/O).
 
-SPEC (Topics): a node writes only ``ingress.<node>`` and ``call.<node>.request``; it reads only ``feed.<node>``,
-``call.<node>.reply``, ``quarantine.<node>`` and ``objection.<node>`` (LITERAL ACLs on these exact names), and
-it may use only its own consumer groups, those named ``<node>.`` + anything (one PREFIXED ACL, trailing dot
-included, so ``municipal.health.`` never matches ``municipal.healthcare.x``).
+docs/contract.md (Topics): a node writes only ``ingress.<node>`` and ``call.<node>.request``; it reads only
+``feed.<node>``, ``call.<node>.reply``, ``quarantine.<node>`` and ``objection.<node>`` (LITERAL ACLs on these
+exact names), and it may use only its own consumer groups, those named ``<node>.`` + anything (one PREFIXED
+ACL, trailing dot included, so ``municipal.health.`` never matches ``municipal.healthcare.x``).
 
 Operations: ``WRITE`` on a topic and ``READ`` on a topic or group each imply ``DESCRIBE`` in Kafka's
 authorizers, which is all a producer (metadata, idempotent produce since KIP-679) or a consumer (metadata,

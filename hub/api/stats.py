@@ -27,7 +27,7 @@ def stats_router(control: ControlView, auth: Authenticator, exchange: ExchangeFi
 
     @router.get("")
     async def stats(caller: Caller, first: From = None, to: To = None) -> StatsOut:
-        """Catalogue entries by tier, provider and sharing type; under ``exchange``, the DOMAIN figures (each
+        """Catalogue entries by tier, provider and sharing type; under ``exchange``, the figures of docs/domain.md (each
         with its definition) and the counts by action, direction, tier pair, resource, reason and day, over
         ``from``..``to`` (default: every day counted)."""
         if first is not None and to is not None and first > to:

@@ -51,7 +51,7 @@ PARTITIONED = TopicSpec(None, {})
 TOPIC_SPECS: Mapping[str, TopicSpec] = {
     **dict.fromkeys(CONTROL_TOPICS, CONTROL_STATE),
     CONTROL_AUDIT_TOPIC: CONTROL_AUDIT,
-    AUDIT_TOPIC: PARTITIONED,
+    AUDIT_TOPIC: TopicSpec(None, {"retention.ms": "-1", "retention.bytes": "-1"}),  # the audit log is kept
     COUNTS_TOPIC: TopicSpec(None, {**_COMPACT_OFTEN, "max.message.bytes": str(SNAPSHOT_MAX_BYTES)}),
     RECORDS_TOPIC: TopicSpec(None, _COMPACT_OFTEN),  # current record per (resource, primary key)
     INDEX_TOPIC: TopicSpec(None, _COMPACT_OFTEN),  # secondary index changelog

@@ -67,7 +67,7 @@ class Stage(StrEnum):
     LOOKUP = "lookup"
 
 
-# hub_calls_total / hub_events_total{kind="call"} outcome (SPEC's bounded set): a call served is ok, found or not
+# hub_calls_total / hub_events_total{kind="call"} outcome (bounded, docs/contract.md): a call served is ok, found or not
 OUTCOME: Mapping[Status, str] = {
     Status.OK: "ok", Status.NOT_FOUND: "ok", Status.ERROR: "error",
     Status.UNKNOWN_RESOURCE: "denied", Status.NO_GRANT: "denied", Status.MISSING_SCENARIO: "denied",

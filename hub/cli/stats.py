@@ -1,4 +1,4 @@
-"""``hub stats``: the DOMAIN.md figures table (and the counts behind it) from ``/v1/stats``, for a date range."""
+"""``hub stats``: the figures of docs/domain.md (and the counts behind them) from ``/v1/stats``, for a date range."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def stats(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The exchange figures (DOMAIN.md's table: calls, records down/up/regional, locality returns, catalogue
+    """The exchange figures (docs/domain.md: calls, records down/up/regional, locality returns, catalogue
     sizes) counted by the hub over a date range (default: every day counted), with their definitions."""
     params = {"from": _day(first, "from"), "to": _day(last, "to")}
     request_and_show(api, token, as_json, "GET", "/v1/stats", params=params, show=render_stats)
@@ -43,7 +43,7 @@ def _n(value: Any) -> str:
 
 
 def figures_table(exchange: dict[str, Any] | None, catalogue: dict[str, Any] | None = None) -> Table:
-    """The DOMAIN figures: label, the hub's value, what it counts, and what Shanghai reported."""
+    """The exchange figures: label, the hub's value, what it counts, and what Shanghai reported."""
     span = "every day counted"
     if exchange is not None and (exchange.get("from") or exchange.get("to")):
         span = f"{exchange.get('from') or '…'} to {exchange.get('to') or '…'}"

@@ -4,7 +4,7 @@ Every ``--interval`` seconds it reads ``/metrics`` (open) and ``/v1/stats`` (nee
 shows: delivery throughput per direction, events by outcome, quarantine by rule and denials (per second
 over the last interval, and totals since the API process started), ingress-to-feed latency percentiles from
 the ``hub_event_latency_seconds`` histogram (over the last interval when records flowed in it, else since
-start), consumer lag, the audit chain status, the catalogue sizes and the DOMAIN figures (durable counts,
+start), consumer lag, the audit chain status, the catalogue sizes and the figures of docs/domain.md (durable counts,
 every day counted). ``--once`` prints one frame (rates need two samples, so they show as "-").
 
 The computation (``Sample``, ``frame``, ``histogram_quantile``) is pure; ``render`` makes it rich renderables.

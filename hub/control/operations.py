@@ -4,7 +4,7 @@ Nothing here does I/O or keeps state: the caller (``hub.control.service``) runs 
 caught up with the topics, writes what it returns, and reads it back. Every refusal is a
 :class:`hub.control.errors.ControlError` whose message says what is wrong and how to fix it.
 
-Rules (SPEC: Nodes, Catalogue entry; DOMAIN: Sharing types):
+Rules (docs/contract.md; docs/domain.md: Nodes and tiers, Sharing types):
 
 * Only the hub operator registers, changes and removes nodes and scenarios.
 * A node acts only as itself: a provider catalogues, updates and retires only its own entries (the operator

@@ -1,8 +1,8 @@
 """All of the hub's Prometheus metrics in one bundle, created against an injected ``CollectorRegistry``.
 
-The names and labels are the SPEC contract. Label values come from bounded sets only (tiers, kinds,
-outcomes, directions, quarantine rules): never a node id, resource id or record key. Besides the SPEC
-metrics: ``hub_consumer_lag`` (per worker, no labels: its topics are named by node id) and
+The names and labels are the contract (docs/contract.md). Label values come from bounded sets only (tiers, kinds,
+outcomes, directions, quarantine rules): never a node id, resource id or record key. Besides the original
+contract metrics: ``hub_consumer_lag`` (per worker, no labels: its topics are named by node id) and
 ``hub_objections_overdue``. Series a dashboard or alert needs from the first scrape are created at zero.
 """
 

@@ -20,7 +20,7 @@ first failing check is the answer:
 Request-level checks (1-10) come before the record-level one (11), so a refused caller learns nothing
 about the record. Whatever denies at 3-11, a **locality return** is still allowed (reason
 ``locality_return``) when the resource is flagged ``return_to_locality``, the mode is subscribe and the
-record belongs to the consumer's own district (SPEC, Delivery semantics): the provider's flag is a
+record belongs to the consumer's own district (docs/contract.md, Delivery semantics): the provider's flag is a
 standing grant of each district's own rows. Clearance never denies: it decides masking (``masking.py``).
 """
 

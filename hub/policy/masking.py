@@ -1,6 +1,6 @@
 """Grading and masking: which fields of a record a consumer receives, and in what form.
 
-Each catalogued field has a level L1-L4 (DOMAIN.md, Security grading). For a consumer with clearance C
+Each catalogued field has a level L1-L4 (docs/domain.md, Security grading). For a consumer with clearance C
 under a grant with allowed fields A (None = all), ``field_plan`` gives every graded field one action:
 
 * not in A (and not part of the primary key)  -> ``drop``

@@ -116,7 +116,7 @@ class Grant(_Model):
     @field_validator("consumer")
     @classmethod
     def _check_consumer(cls, value: str) -> str:
-        """The consumer must be a well-formed node id (tiered, as in SPEC's Nodes section)."""
+        """The consumer must be a well-formed node id (tiered, as in docs/domain.md, Nodes and tiers)."""
         return validate_node_id(value)
 
     @field_validator("requested_by", "decided_by")

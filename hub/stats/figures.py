@@ -1,4 +1,4 @@
-"""The exchange figures of DOMAIN.md, computed from a CountTable over a date range (pure).
+"""The exchange figures of docs/domain.md, computed from a CountTable over a date range (pure).
 
 Every figure is a sum of counters (``hub.stats.counts.CountKey``: day, action, from_tier, to_tier, direction,
 resource, decision, reason) selected by a predicate stated next to it, so ``/v1/stats``, ``hub stats`` and
@@ -26,11 +26,11 @@ DAY, ACTION, FROM_TIER, TO_TIER, DIRECTION, RESOURCE, DECISION, REASON = range(8
 
 @dataclass(frozen=True)
 class Figure:
-    """One line of the DOMAIN.md figures table and how the hub computes it."""
+    """One line of the figures table in docs/domain.md and how the hub computes it."""
 
     id: str
     label: str
-    reported: str  # what Shanghai reported (DOMAIN.md), for context
+    reported: str  # what Shanghai reported (docs/domain.md), for context
     definition: str  # what the hub counts, in words
     match: Callable[[CountKey], bool] | None = None  # counters summed; None: a catalogue size
     tier: str | None = None  # catalogue sizes: the tier counted
@@ -135,7 +135,7 @@ def exchange_figures(
     table: CountTable, first: str | date | None = None, last: str | date | None = None,
     catalogue_by_tier: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The ``exchange`` part of ``/v1/stats``: the DOMAIN figures with their definitions, and the breakdowns.
+    """The ``exchange`` part of ``/v1/stats``: the figures (docs/domain.md) with their definitions, and the breakdowns.
 
     Raises ValueError for a malformed day or a range that starts after it ends.
     """

@@ -1,6 +1,6 @@
 """Debian's real ``prometheus`` scraping the running hub, with the deploy/ configuration and alert rules: every
-SPEC metric arrives, the counters move exactly as ``/v1/stats`` does, and every query of the Grafana dashboard
-returns data."""
+contract metric (docs/contract.md) arrives, the counters move exactly as ``/v1/stats`` does, and every query of
+the Grafana dashboard returns data."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ async def test_prometheus_scrapes_every_metric_counts_match_stats_and_the_dashbo
     assert moved_in_stats["publish"] == len(good) and moved_in_stats["quarantined"] == len(bad)
     assert moved_in_stats["direction:down"] == len(good) and moved_in_stats["direction:regional"] == 2 * 30
 
-    # Every SPEC metric (and the team's two gauges) is in Prometheus, with only bounded labels.
+    # Every contract metric (and the team's two gauges) is in Prometheus, with only bounded labels.
     for name in SPEC_METRICS + TEAM_METRICS:
         series = prometheus.query(f'{name}{{job="hub"}}')
         assert series, f"{name} is not in Prometheus"

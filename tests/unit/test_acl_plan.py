@@ -1,4 +1,4 @@
-"""The ACL plan: exactly the SPEC's rights per node, nothing for the hub, and a diff that only touches nodes."""
+"""The ACL plan: exactly docs/contract.md's rights per node, nothing for the hub, and a diff that only touches nodes."""
 
 from __future__ import annotations
 

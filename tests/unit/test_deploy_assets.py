@@ -28,7 +28,7 @@ GRAFANA = DEPLOY / "grafana"
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = GRAFANA / "dashboards" / "hub.json"
 
-# SPEC metric contract (with its labels), plus the two gauges the team adds, plus what Prometheus itself provides.
+# The metric contract (docs/contract.md, with its labels), plus the two gauges the team adds, plus Prometheus's own.
 SPEC_LABELS = {
     "hub_events_total": ("kind", "from_tier", "to_tier", "outcome"),
     "hub_records_delivered_total": ("direction",),

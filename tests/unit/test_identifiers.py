@@ -32,9 +32,9 @@ from hub.identifiers import (
     uscc_check_char,
 )
 
-PUDONG_EXAMPLE = "310115198807061234"  # DOMAIN.md
-BEIJING_EXAMPLE = "11010519491231002X"  # DOMAIN.md, GB 11643 appendix
-USCC_EXAMPLES = ("91110000600037341L", "91350100M000100Y43")  # DOMAIN.md
+PUDONG_EXAMPLE = "310115198807061234"  # docs/domain.md
+BEIJING_EXAMPLE = "11010519491231002X"  # docs/domain.md, GB 11643 appendix
+USCC_EXAMPLES = ("91110000600037341L", "91350100M000100Y43")  # docs/domain.md
 
 DOMAIN_TABLE = {
     "310101": "Huangpu", "310104": "Xuhui", "310105": "Changning", "310106": "Jing'an",
@@ -326,7 +326,7 @@ def test_uscc_other_authorities_accepted() -> None:
 
 
 def test_organization_code_examples() -> None:
-    # the organisation codes embedded in the DOMAIN.md examples are GB 11714-valid
+    # the organisation codes embedded in the docs/domain.md examples are GB 11714-valid
     assert organization_code_check_char("60003734") == "1"
     assert organization_code_check_char("M000100Y") == "4"
     with pytest.raises(ValueError):
@@ -451,7 +451,7 @@ def test_resident_id_agrees_with_stdnum() -> None:
 def test_resident_id_documented_differences_from_stdnum() -> None:
     ric = pytest.importorskip("stdnum.cn.ric")
     # stdnum compares the birth year with the area code's validity; the code is assigned at registration,
-    # so a Pudong number (310115 exists since 1992) of someone born in 1988 is valid: DOMAIN.md's example.
+    # so a Pudong number (310115 exists since 1992) of someone born in 1988 is valid: docs/domain.md's example.
     assert not ric.is_valid(PUDONG_EXAMPLE)
     assert is_valid_resident_id(PUDONG_EXAMPLE)
     # stdnum accepts future birth dates; the hub does not.

@@ -78,7 +78,7 @@ def roundtrip(schema: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
     return fastavro.schemaless_reader(buf, parsed)
 
 
-# ------------------------------------------------------------------------------------- DOMAIN.md examples
+# ------------------------------------------------------------------------------------- docs/domain.md examples
 
 
 def test_domain_examples_by_field_kind() -> None:

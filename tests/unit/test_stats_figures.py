@@ -1,4 +1,4 @@
-"""The DOMAIN figures from counters (pure), and ``/v1/stats`` serving them over a date range."""
+"""The exchange figures (docs/domain.md) from counters (pure), and ``/v1/stats`` serving them over a date range."""
 
 from __future__ import annotations
 
