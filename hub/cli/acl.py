@@ -1,4 +1,9 @@
-"""``hub acl``: each node's Kafka user and ACLs on a secure broker, derived from the node registry."""
+"""``hub acl``: each node's Kafka user and ACLs on a secure broker, derived from the live control plane.
+
+``hub acl sync`` reads the nodes from the ``hub.nodes`` topic (what ``POST``/``DELETE /v1/nodes`` change), not
+from the seed file; see ``hub.acl.sync`` for why the topic rather than the API. While the API runs against a
+secure broker, ``hub.acl.follow.AclFollower`` applies each registration or removal by itself.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +50,8 @@ def acl_sync(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create/update each registered node's SCRAM user and ACLs; remove those of removed nodes or shrunk rights."""
+    """Create/update the SCRAM user and ACLs of each live node of the control plane (hub.nodes); remove those of
+    removed nodes or shrunk rights."""
     from hub.acl.sync import AclSyncError, sync
 
     settings = _settings(bootstrap)
