@@ -9,10 +9,13 @@ does nothing (plain local development).
 It is a control change listener (``hub.control.service.ChangeListener``): ``on_change`` only notes which nodes
 changed and returns at once, so a control write (and its HTTP request) never waits for, nor fails because of,
 the broker. A background task then syncs those nodes only (``sync(..., scope=changed)``: a node registration
-touches no other node's rights), off the event loop (the Kafka admin calls block). A failure is logged as an
-error saying what failed and that it is retried, and retried with backoff until it succeeds or the follower
-stops; a newer change of the same node supersedes the retry. ``start(control)`` also queues one full sync from
-the control plane's live nodes, which catches up on what a stopped API missed (never from an empty state).
+touches no other node's rights), off the event loop (the Kafka admin calls block). It creates missing users
+only and never re-stores an existing user's password (``keep_existing_users``): a new node's password is
+generated into ``<state_dir>/kafka-users/<node>.password`` of the API's state dir, to hand to the node.
+A failure is logged as an error saying what failed and that it is retried, and retried with backoff until it
+succeeds or the follower stops; a newer change of the same node supersedes the retry. ``start(control)`` also
+queues one full sync from the control plane's live nodes, which catches up on what a stopped API missed (never
+from an empty state).
 
 Wiring (in ``hub.runtime.ApiService.on_start``, after the control audit log; the listeners run in order)::
 
@@ -225,7 +228,8 @@ class AclFollower:
             await asyncio.wait_for(
                 self._topic_creator(admin_s, self.bootstrap, [t for node in live for t in node_topics(node)]),
                 self.timeout)
-        report = await asyncio.to_thread(self._syncer, self.settings, live, scope=scope, timeout=self.timeout)
+        report = await asyncio.to_thread(self._syncer, self.settings, live, scope=scope, keep_existing_users=True,
+                                         timeout=self.timeout)
         log.info(
             "Kafka users and ACLs synced for %s: users created %s, deleted %s; ACLs created %d, deleted %d",
             "every node" if scope is None else ", ".join(scope), report.users_created or "-",

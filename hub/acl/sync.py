@@ -291,6 +291,7 @@ def sync(
     scope: Iterable[str] | None = None,
     dry_run: bool = False,
     reset_credentials: bool = False,
+    keep_existing_users: bool = False,
     show_passwords: bool = False,
     timeout: float = 30.0,
 ) -> SyncReport:
@@ -302,7 +303,9 @@ def sync(
     * the planned ACLs created; ACLs of node principals that the plan no longer has deleted;
     * users of nodes no longer registered deleted (with their password files).
     ``scope`` limits all of this to some nodes (see ``hub.acl.plan.plan_sync``): the follower syncs the nodes
-    just registered or removed and leaves every other principal as it is.
+    just registered or removed and leaves every other principal as it is. ``keep_existing_users`` creates
+    missing users only and never re-stores the password of an existing one (the follower: a process whose state
+    dir lacks a node's password file must not change the password the node was given).
     ACLs and users of other principals (the hub's own, operators' tools) are left alone. Blocking.
     """
     from confluent_kafka.admin import (
@@ -328,6 +331,9 @@ def sync(
     # 1. users
     upserts = []
     for node in nodes:
+        if keep_existing_users and node not in plan.users_missing:
+            report.users_unchanged.append(node)
+            continue
         if dry_run:
             password, fresh = "", not password_file(settings, node).exists()
         else:

@@ -50,7 +50,9 @@ class FakeBroker:
         self.fail = 0
         self.gate: threading.Event | None = None
 
-    def sync(self, settings: Settings, node_ids: list[str], *, scope: Any = None, timeout: float = 0) -> SyncReport:
+    def sync(self, settings: Settings, node_ids: list[str], *, scope: Any = None, timeout: float = 0,
+             keep_existing_users: bool = False) -> SyncReport:
+        assert keep_existing_users  # never re-store the password of a user that exists
         if self.gate is not None:
             assert self.gate.wait(10)
         if self.fail:
