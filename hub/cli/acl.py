@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.contract import NODES_TOPIC
 from hub.settings import Settings
 
 acl_app = typer.Typer(help="Broker-level isolation: node users (SCRAM) and ACLs.", no_args_is_help=True)
@@ -71,8 +72,8 @@ def _print_report(report: Any, settings: Settings) -> None:
     from hub.acl.sync import password_dir
 
     verb = " would be" if report.dry_run else ""
-    console.print(f"[bold]hub acl sync[/] on {report.bootstrap} as {report.admin}"
-                  + (" [yellow](dry run)[/]" if report.dry_run else ""))
+    console.print(f"[bold]hub acl sync[/] on {report.bootstrap} as {report.admin}, nodes from the control plane "
+                  f"({NODES_TOPIC})" + (" [yellow](dry run)[/]" if report.dry_run else ""))
     table = Table(show_header=True, header_style="bold")
     table.add_column("node")
     table.add_column("user")
