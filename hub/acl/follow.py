@@ -21,9 +21,11 @@ Wiring (in ``hub.runtime.ApiService.on_start``, after the control audit log; the
 
     self._acl_follower = AclFollower(self.settings, self.bootstrap)
     await self._acl_follower.start(self._control)
-    self._control.change_listener = chain_listeners(self._control_audit.control_changes, self._acl_follower.on_change)
+    self._control.change_listener = chain_listeners(
+        self._control_audit.control_changes, self._acl_follower.on_change)
 
-and ``await self._acl_follower.stop()`` in ``on_stop``.
+(before ``apply_seed``, so the seed's nodes are followed too), and ``await self._acl_follower.stop()`` in
+``on_stop`` before the control plane stops.
 """
 
 from __future__ import annotations
