@@ -9,12 +9,17 @@ Operations: ``WRITE`` on a topic and ``READ`` on a topic or group each imply ``D
 authorizers, which is all a producer (metadata, idempotent produce since KIP-679) or a consumer (metadata,
 list/fetch/commit offsets, join/sync/heartbeat) needs, so no separate ``DESCRIBE`` ACLs are granted.
 Nothing is granted on the cluster, on transactional ids, or to create/delete/alter any topic.
+
+Which nodes: the live nodes of the control plane (``hub.nodes``: every entry not flagged removed, without the
+operator), :func:`nodes_from_control`; :func:`plan_sync` turns them and the broker's current users and ACLs
+into what to create and delete, for every node principal or only for some (``scope``: the nodes that changed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from hub.catalogue.model import NODE_ID
 from hub.contract import (
@@ -107,6 +112,76 @@ def diff(current: Iterable[AclSpec], desired: Iterable[AclSpec]) -> tuple[set[Ac
     to_create = want - have
     to_delete = {a for a in have - want if is_managed(a.principal)}
     return to_create, to_delete
+
+
+class NodeRecord(Protocol):
+    """What the plan reads of a control-plane node (``hub.control.state.NodeEntry``)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def removed(self) -> bool: ...
+
+
+def nodes_from_control(nodes: Iterable[NodeRecord]) -> list[str]:
+    """The node ids that get a Kafka user and ACLs: every node of the control plane not flagged removed, except
+    the operator (a super user). A removed node keeps its entry on ``hub.nodes``, so it is simply left out and
+    the diff takes its user and ACLs away."""
+    return sorted({n.id for n in nodes if not n.removed and n.id != OPERATOR})
+
+
+SCRAM_MECHANISM = "SCRAM-SHA-256"
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What to change on the broker (pure; ``hub.acl.sync`` applies it)."""
+
+    nodes: tuple[str, ...]  # the nodes that keep (or get) a user and ACLs, within the scope
+    users_missing: tuple[str, ...]  # nodes without a SCRAM-SHA-256 credential: to create
+    users_present: tuple[str, ...]  # nodes that have one
+    users_deleted: tuple[str, ...]  # managed users of nodes no longer live: to delete (every mechanism)
+    acls_created: frozenset[AclSpec]
+    acls_deleted: frozenset[AclSpec]
+    acls_kept: int
+
+
+def plan_sync(
+    node_ids: Iterable[str], users: Mapping[str, Iterable[str]], acls: Iterable[AclSpec],
+    scope: Iterable[str] | None = None,
+) -> SyncPlan:
+    """From the live node ids, the broker's SCRAM users (user -> mechanisms) and ACLs, what to change.
+
+    ``scope`` None: every node principal is brought in step (``hub acl sync``): users and ACLs of principals
+    that are not live nodes are deleted. ``scope`` given: only those nodes' users and ACLs are looked at (the
+    follower, after a node was registered or removed): a node of the scope in ``node_ids`` gets exactly its
+    user and ACLs, one not in ``node_ids`` loses them, and every other principal is left alone.
+    Users and ACLs of principals the hub does not manage (``User:hub``, operators' tools) are never touched.
+    """
+    wanted = set(node_ids) - {OPERATOR}
+    limit = None if scope is None else set(scope) - {OPERATOR}
+    if limit is not None:
+        wanted &= limit
+    bad = sorted(n for n in wanted | (limit or set()) if node_of(principal_of(n)) is None)
+    if bad:
+        raise ValueError(f"not node ids the hub grants ACLs to: {bad}")
+
+    def in_scope(node: str | None) -> bool:
+        return node is not None and (limit is None or node in limit)
+
+    nodes = tuple(sorted(wanted))
+    have = {u: set(m) for u, m in users.items()}
+    missing = tuple(n for n in nodes if SCRAM_MECHANISM not in have.get(n, set()))
+    deleted = tuple(sorted(u for u in have if in_scope(node_of(principal_of(u))) and u not in wanted))
+    current = {a for a in acls if limit is None or in_scope(node_of(a.principal))}
+    desired = desired_acls(nodes)
+    to_create, to_delete = diff(current, desired)
+    return SyncPlan(
+        nodes=nodes, users_missing=missing, users_present=tuple(n for n in nodes if n not in missing),
+        users_deleted=deleted, acls_created=frozenset(to_create), acls_deleted=frozenset(to_delete),
+        acls_kept=len(desired) - len(to_create),
+    )
 
 
 def acl_matches(acl: AclSpec, resource_type: str, name: str) -> bool:

@@ -4,19 +4,34 @@ The hub connects as its privileged principal (``User:hub``, a super user): the `
 set, else those of the secure local broker of this state dir (``hub broker start --secure``).
 Each node's Kafka user is its node id; its password is generated once into
 ``<state_dir>/kafka-users/<node>.password`` (0600) and handed to the node's operators out of band.
+
+Which nodes: the live control plane, never the seed file (the seed only seeds an empty control plane when the
+hub starts). :func:`registered_nodes` reads the compacted ``hub.nodes`` topic itself, as the privileged
+principal, with the same decoding as the API (:class:`hub.control.view.ControlView`), rather than calling
+``GET /v1/nodes``: the topic is the source of truth the API only serves from, and reading it needs nothing but
+the broker credentials the sync needs anyway. ``hub acl sync`` therefore works whether or not the API is up,
+without the operator token or the API's address, and cannot be misled by an API of another state dir. The
+value schemas are read from ``_schemas`` on the same broker (or from ``HUB_REGISTRY_URL`` when an external
+registry holds them, as the API does). A node flagged removed on ``hub.nodes`` is left out, so the sync
+takes its user and ACLs away; an empty control plane (never seeded) is refused rather than read as "no nodes".
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hub.acl.plan import AclSpec, desired_acls, diff, is_managed, node_of, principal_of
+from hub.acl.plan import (
+    AclSpec,
+    nodes_from_control,
+    plan_sync,
+)
 from hub.broker.kafka_config import confluent_config, with_credentials
 from hub.broker.manager import LocalBroker, new_password, write_secret
-from hub.contract import OPERATOR
+from hub.contract import NODES_TOPIC
 from hub.settings import Settings
 
 SCRAM_ITERATIONS = 8192
@@ -26,15 +41,77 @@ class AclSyncError(RuntimeError):
     """The sync could not be done; the message says why and what to do."""
 
 
-def registered_nodes(settings: Settings) -> list[str]:
-    """The node ids the broker must know (without ``hub`` itself).
+def registered_nodes(settings: Settings, timeout: float = 60.0) -> list[str]:
+    """The node ids the broker must know: the live nodes of the control plane (without ``hub`` itself).
 
-    For now the seed file; this is the one place to point at the live node registry later.
+    Blocking (runs its own event loop): for the CLI. In a process that keeps the control plane (the API),
+    use ``nodes_from_control(control.state.nodes.values())`` instead.
     """
-    from hub.catalogue.model import load_exchange_config
+    return nodes_from_control(asyncio.run(control_plane_nodes(settings, timeout=timeout)))
 
-    config = load_exchange_config(settings.seed_config)
-    return sorted(n.id for n in config.nodes if n.id != OPERATOR)
+
+async def control_plane_nodes(settings: Settings, timeout: float = 60.0) -> list[Any]:
+    """Every node entry on ``hub.nodes`` (removed ones too, flagged), read to the end as the privileged principal.
+
+    AclSyncError when there is no control plane on the broker (no ``hub.nodes``), when it holds no node at all
+    (never seeded: syncing from it would delete every node's user), or when it cannot be read.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from hub.broker.kafka_config import kafka_client_kwargs
+    from hub.control.schemas import LocalSchemas, SchemaSource
+    from hub.control.view import ControlView
+    from hub.registry.client import RegistryClient
+    from hub.registry.service import RegistryService
+
+    admin_s, bootstrap = admin_settings(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000),
+                                **kafka_client_kwargs(admin_s))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+        topics = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    except Exception as exc:
+        raise AclSyncError(f"cannot list the topics of {bootstrap}: {exc or type(exc).__name__}") from exc
+    finally:
+        await admin.close()
+    if NODES_TOPIC not in topics:
+        raise AclSyncError(
+            f"no control plane on {bootstrap}: the topic {NODES_TOPIC} does not exist. Start the hub on this "
+            "broker (`hub up`) first: it seeds the empty control plane from the seed file; then sync again"
+        )
+    registry: RegistryService | None = None
+    client: RegistryClient | None = None
+    view: ControlView | None = None
+    try:
+        schemas: SchemaSource | RegistryClient
+        if settings.registry_url:  # the API keeps the control schemas in this external registry (reads are open)
+            client = schemas = RegistryClient(settings.registry_url)
+        else:
+            registry = RegistryService(admin_s, bootstrap=bootstrap, start_timeout=timeout)
+            await registry.start()
+            schemas = LocalSchemas(registry)
+        view = ControlView(admin_s, schemas, bootstrap=bootstrap, start_timeout=timeout)
+        await view.start()
+        nodes = list(view.state.nodes.values())
+    except AclSyncError:
+        raise
+    except Exception as exc:
+        raise AclSyncError(f"cannot read the control plane ({NODES_TOPIC}) on {bootstrap}: "
+                           f"{exc or type(exc).__name__}") from exc
+    finally:
+        if view is not None:
+            await view.stop()
+        if registry is not None:
+            await registry.stop()
+        if client is not None:
+            await client.aclose()
+    if not nodes:
+        raise AclSyncError(
+            f"the control plane on {bootstrap} has no nodes ({NODES_TOPIC} is empty): it was never seeded. "
+            "Start the hub (`hub up`) to seed it, or register nodes with POST /v1/nodes; syncing now would "
+            "delete every node's Kafka user"
+        )
+    return nodes
 
 
 # ---------------------------------------------------------------- connection
@@ -211,18 +288,25 @@ def sync(
     settings: Settings,
     node_ids: Iterable[str] | None = None,
     *,
+    scope: Iterable[str] | None = None,
     dry_run: bool = False,
     reset_credentials: bool = False,
+    keep_existing_users: bool = False,
     show_passwords: bool = False,
     timeout: float = 30.0,
 ) -> SyncReport:
-    """Make the broker's node users and ACLs exactly those of ``node_ids`` (default: ``registered_nodes``).
+    """Make the broker's node users and ACLs exactly those of ``node_ids`` (default: ``registered_nodes``, the
+    live nodes of the control plane).
 
     * a SCRAM-SHA-256 user per node, created when missing (or when its password file is new, or with
       ``reset_credentials``), with the password on file;
     * the planned ACLs created; ACLs of node principals that the plan no longer has deleted;
     * users of nodes no longer registered deleted (with their password files).
-    ACLs and users of other principals (the hub's own, operators' tools) are left alone.
+    ``scope`` limits all of this to some nodes (see ``hub.acl.plan.plan_sync``): the follower syncs the nodes
+    just registered or removed and leaves every other principal as it is. ``keep_existing_users`` creates
+    missing users only and never re-stores the password of an existing one (the follower: a process whose state
+    dir lacks a node's password file must not change the password the node was given).
+    ACLs and users of other principals (the hub's own, operators' tools) are left alone. Blocking.
     """
     from confluent_kafka.admin import (
         ScramCredentialInfo,
@@ -231,26 +315,32 @@ def sync(
         UserScramCredentialUpsertion,
     )
 
-    nodes = sorted(set(registered_nodes(settings) if node_ids is None else node_ids) - {OPERATOR})
-    for node in nodes:
-        if node_of(principal_of(node)) is None:
-            raise AclSyncError(f"{node!r} is not a valid node id")
+    wanted = registered_nodes(settings) if node_ids is None else list(node_ids)
     admin_s, _ = admin_settings(settings)
     admin, bootstrap = admin_client(settings, "hub-acl-sync")
-    report = SyncReport(bootstrap=bootstrap, admin=f"User:{admin_s.kafka_username}", nodes=nodes, dry_run=dry_run)
+    users = current_users(admin, timeout)
+    try:
+        plan = plan_sync(wanted, users, current_acls(admin, timeout), scope)
+    except ValueError as exc:
+        raise AclSyncError(str(exc)) from exc
+    nodes = list(plan.nodes)
+    report = SyncReport(bootstrap=bootstrap, admin=f"User:{admin_s.kafka_username}", nodes=nodes, dry_run=dry_run,
+                        acls_created=sorted(plan.acls_created), acls_deleted=sorted(plan.acls_deleted),
+                        acls_kept=plan.acls_kept, users_deleted=list(plan.users_deleted))
 
     # 1. users
-    users = current_users(admin, timeout)
     upserts = []
     for node in nodes:
+        if keep_existing_users and node not in plan.users_missing:
+            report.users_unchanged.append(node)
+            continue
         if dry_run:
             password, fresh = "", not password_file(settings, node).exists()
         else:
             password, fresh = node_password(settings, node)
         if show_passwords and not dry_run:
             report.passwords[node] = password
-        exists = "SCRAM-SHA-256" in users.get(node, set())
-        if not exists:
+        if node in plan.users_missing:
             report.users_created.append(node)
         elif fresh or reset_credentials:
             report.users_updated.append(node)
@@ -259,33 +349,25 @@ def sync(
             continue
         upserts.append(UserScramCredentialUpsertion(
             node, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, SCRAM_ITERATIONS), password.encode()))
-    removed_users = sorted(u for u in users if is_managed(f"User:{u}") and u not in nodes)
-    report.users_deleted = removed_users
     deletions = [UserScramCredentialDeletion(u, ScramMechanism[m.replace("-", "_")])
-                 for u in removed_users for m in sorted(users[u])]
-
-    # 2. ACLs
-    to_create, to_delete = diff(current_acls(admin, timeout), desired_acls(nodes))
-    report.acls_created = sorted(to_create)
-    report.acls_deleted = sorted(to_delete)
-    report.acls_kept = len(desired_acls(nodes)) - len(to_create)
+                 for u in plan.users_deleted for m in sorted(users[u])]
     if dry_run:
         return report
 
-    # Shrink first (deletions), then grant: a node never holds more than old ∪ new rights.
-    if to_delete:
-        _wait_all(admin.delete_acls([_to_filter(a) for a in sorted(to_delete)], request_timeout=timeout),
+    # 2. Shrink first (ACL deletions, then users), then grant: a node never holds more than old ∪ new rights.
+    if plan.acls_deleted:
+        _wait_all(admin.delete_acls([_to_filter(a) for a in sorted(plan.acls_deleted)], request_timeout=timeout),
                   "deleting ACLs", timeout)
     if deletions:
         _wait_all(admin.alter_user_scram_credentials(deletions, request_timeout=timeout), "deleting users",
                   timeout)
-        for user in removed_users:
+        for user in plan.users_deleted:
             password_file(settings, user).unlink(missing_ok=True)
     if upserts:
         _wait_all(admin.alter_user_scram_credentials(upserts, request_timeout=timeout),
                   "creating/updating users", timeout)
-    if to_create:
-        _wait_all(admin.create_acls([_to_binding(a) for a in sorted(to_create)], request_timeout=timeout),
+    if plan.acls_created:
+        _wait_all(admin.create_acls([_to_binding(a) for a in sorted(plan.acls_created)], request_timeout=timeout),
                   "creating ACLs", timeout)
     return report
 

@@ -47,7 +47,8 @@ def nodes_router(control: ControlService, auth: Authenticator) -> APIRouter:
 
     @router.delete("/{node_id}")
     async def remove_node(node_id: str, caller: Caller) -> NodeOut:
-        """Remove a node (operator only): its token stops working; its history stays on hub.nodes."""
+        """Remove a node (operator only): its token stops working, its open grants end (consumer or provider,
+        reason "node removed"), its catalogue entries are retired; its history stays on the control topics."""
         return NodeOut.of(await control.remove_node(node_id, caller.node_id))
 
     @router.post("/{node_id}/token", status_code=201)

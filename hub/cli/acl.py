@@ -1,4 +1,9 @@
-"""``hub acl``: each node's Kafka user and ACLs on a secure broker, derived from the node registry."""
+"""``hub acl``: each node's Kafka user and ACLs on a secure broker, derived from the live control plane.
+
+``hub acl sync`` reads the nodes from the ``hub.nodes`` topic (what ``POST``/``DELETE /v1/nodes`` change), not
+from the seed file; see ``hub.acl.sync`` for why the topic rather than the API. While the API runs against a
+secure broker, ``hub.acl.follow.AclFollower`` applies each registration or removal by itself.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub.contract import NODES_TOPIC
 from hub.settings import Settings
 
 acl_app = typer.Typer(help="Broker-level isolation: node users (SCRAM) and ACLs.", no_args_is_help=True)
@@ -45,7 +51,8 @@ def acl_sync(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create/update each registered node's SCRAM user and ACLs; remove those of removed nodes or shrunk rights."""
+    """Create/update the SCRAM user and ACLs of each live node of the control plane (hub.nodes); remove those of
+    removed nodes or shrunk rights."""
     from hub.acl.sync import AclSyncError, sync
 
     settings = _settings(bootstrap)
@@ -65,8 +72,8 @@ def _print_report(report: Any, settings: Settings) -> None:
     from hub.acl.sync import password_dir
 
     verb = " would be" if report.dry_run else ""
-    console.print(f"[bold]hub acl sync[/] on {report.bootstrap} as {report.admin}"
-                  + (" [yellow](dry run)[/]" if report.dry_run else ""))
+    console.print(f"[bold]hub acl sync[/] on {report.bootstrap} as {report.admin}, nodes from the control plane "
+                  f"({NODES_TOPIC})" + (" [yellow](dry run)[/]" if report.dry_run else ""))
     table = Table(show_header=True, header_style="bold")
     table.add_column("node")
     table.add_column("user")

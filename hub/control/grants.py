@@ -11,24 +11,32 @@ control state: it looks the consumer, the resource and the scenarios up, refuses
 * every other code (``unknown_scenario``, ``own_resource``, ``unknown_field``, ``invalid_window``, ...) -> 422.
 
 Who sees a grant: its consumer, the provider of its resource and the operator (:func:`visible_to`).
+
+Removing a node (:func:`node_removal`) ends everything the node took part in, in the same write as the removal:
+every open grant where it is the consumer or the provider ends (``active`` -> ``revoked``, ``requested`` ->
+``denied``, reason ``node removed``, decided by the operator) and its current catalogue entries are retired.
+Nothing is deleted: the node keeps its last version (flagged removed), grants and entries get new versions,
+so their history (and the audit trail of ``hub.audit`` / ``hub.audit.control``) stays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hub.contract import OPERATOR
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
-from hub.control.operations import current_entry, validation_message
-from hub.control.state import ControlState
+from hub.control.operations import current_entry, remove_node, validation_message
+from hub.control.state import CatalogEntry, ControlState, NodeEntry
 from hub.policy import grants as lifecycle
 from hub.policy.model import Grant, GrantState, Mode, RowScope
 
 Verb = Literal["approve", "deny", "revoke"]
 OPEN_STATES: tuple[GrantState, ...] = ("requested", "active")
+NODE_REMOVED = "node removed"
 
 
 class GrantRequest(BaseModel):
@@ -184,3 +192,64 @@ def select(
             continue
         out.append(g)
     return sorted(out, key=lambda g: (-g.updated_at, g.id))
+
+
+# ---------------------------------------------------------------- node removal
+
+@dataclass(frozen=True)
+class NodeRemoval:
+    """What removing a node writes: its removed version, the grants it ends, the catalogue entries it retires."""
+
+    node: NodeEntry
+    grants: tuple[Grant, ...]
+    retired: tuple[CatalogEntry, ...]
+
+
+def grants_of_node(state: ControlState, node_id: str, now: int) -> list[Grant]:
+    """Open grants (effective state active or requested at ``now``) where ``node_id`` is the consumer or the
+    provider of the resource, oldest id first."""
+    found = []
+    for grant in state.grants.values():
+        if node_id not in (grant.consumer, provider_of(state, grant)):
+            continue
+        if lifecycle.effective_state(grant, now) in OPEN_STATES:
+            found.append(grant)
+    return sorted(found, key=lambda g: g.id)
+
+
+def end_grants_of_node(state: ControlState, node_id: str, now: int, reason: str = NODE_REMOVED) -> list[Grant]:
+    """The ending version of every open grant of ``node_id`` (see :func:`grants_of_node`), decided by the
+    operator: an active grant is revoked; a requested one, never granted, is denied (the lifecycle has no
+    ``requested -> revoked``). A grant already past its ``valid_to`` is left to the expiry job."""
+    ended = []
+    for grant in grants_of_node(state, node_id, now):
+        resource = current_entry(state, grant.resource).resource
+        try:
+            if lifecycle.effective_state(grant, now) == "active":
+                ended.append(lifecycle.revoke(grant, resource, OPERATOR, now=now, reason=reason))
+            else:
+                ended.append(lifecycle.deny(grant, resource, OPERATOR, now=now, reason=reason))
+        except lifecycle.GrantError as exc:  # cannot happen for an open grant decided by the operator
+            raise _control_error(exc) from exc
+    return ended
+
+
+def retire_entries_of_node(state: ControlState, node_id: str, now: int) -> list[CatalogEntry]:
+    """A retired version of every current (not retired) catalogue entry ``node_id`` provides, by the operator.
+
+    Withdrawn rather than left: a removed provider delivers nothing, so its entries must stop being offered
+    (no new grant can be requested on a retired entry, and the catalogue lists them as retired). The history
+    stays; if the node is registered again, it catalogues them again (POST /v1/resources)."""
+    return [
+        entry.model_copy(update={"version": entry.version + 1, "retired": True, "updated_by": OPERATOR,
+                                 "updated_at": now})
+        for entry in state.entries() if entry.resource.provider == node_id
+    ]
+
+
+def node_removal(state: ControlState, node_id: str, actor: str, now: int) -> NodeRemoval:
+    """Removing a node (operator only, see :func:`hub.control.operations.remove_node`) with its consequences:
+    its token stops working, its open grants end (reason ``node removed``) and its catalogue entries retire."""
+    node = remove_node(state, node_id, actor, now)
+    return NodeRemoval(node=node, grants=tuple(end_grants_of_node(state, node_id, now)),
+                       retired=tuple(retire_entries_of_node(state, node_id, now)))

@@ -138,7 +138,18 @@ class ControlService(ControlView):
         )
 
     async def remove_node(self, node_id: str, actor: str) -> NodeEntry:
-        return await self.run(lambda s: _one(NODES_TOPIC, ops.remove_node(s, node_id, actor, now_ms())))
+        """Remove a node in one write: its open grants end (``node removed``), its catalogue entries retire, and
+        its entry is flagged removed with its token cleared (hub.control.grants.node_removal). Nothing is
+        deleted, so its history on the control topics and in the audit trail stays."""
+
+        def operation(state: ControlState) -> tuple[NodeEntry, list[Change]]:
+            removal = grant_ops.node_removal(state, node_id, actor, now_ms())
+            changes: list[Change] = [(GRANTS_TOPIC, g) for g in removal.grants]
+            changes += [(CATALOG_TOPIC, e) for e in removal.retired]
+            changes.append((NODES_TOPIC, removal.node))
+            return removal.node, changes
+
+        return await self.run(operation)
 
     # ------------------------------------------------------------ scenarios
 

@@ -13,9 +13,14 @@ from hub.acl.plan import (
     is_managed,
     node_acls,
     node_of,
+    nodes_from_control,
+    plan_sync,
     principal_of,
 )
 from hub.contract import AUDIT_TOPIC, feed_topic
+from hub.control import operations as ops
+from hub.control import tokens
+from hub.control.state import ControlState, NodeEntry
 
 PUDONG, XUHUI, HEALTH = "district.310115", "district.310104", "municipal.health"
 
@@ -146,3 +151,73 @@ def test_deny_wins_in_the_model() -> None:
     acls = desired_acls([PUDONG]) | {
         AclSpec("User:district.310115", "TOPIC", "feed.district.310115", "LITERAL", "READ", "DENY")}
     assert not allowed(acls, "User:district.310115", "READ", "TOPIC", "feed.district.310115")
+
+
+# ---------------------------------------------------------------- the sync plan from the control plane
+
+NOW = 1_700_000_000_000
+SCRAM = {"SCRAM-SHA-256"}
+
+
+def control_plane() -> ControlState:
+    """Seeded with hub, Pudong, Xuhui and health; then national registered and Xuhui removed (through the ops
+    behind POST and DELETE /v1/nodes): what hub.nodes says at run time, not what the seed file says."""
+    state = ControlState()
+    for node_id in ("hub", PUDONG, XUHUI, HEALTH):
+        state.apply_node(node_id, NodeEntry(id=node_id, created_at=NOW, updated_at=NOW))
+    national = ops.register_node(state, ops.NodeSpec(id="national"), "hub", NOW + 1, tokens.issue())
+    state.apply_node("national", national)
+    state.apply_node(XUHUI, ops.remove_node(state, XUHUI, "hub", NOW + 2))
+    return state
+
+
+def test_the_nodes_come_from_the_control_plane_without_removed_ones_or_the_hub() -> None:
+    state = control_plane()
+    assert nodes_from_control(state.nodes.values()) == sorted([PUDONG, HEALTH, "national"])
+    assert nodes_from_control([]) == []
+
+
+def test_the_plan_gives_a_node_registered_at_run_time_its_user_and_acls_and_takes_a_removed_nodes_away() -> None:
+    nodes = nodes_from_control(control_plane().nodes.values())
+    # the broker as the last sync left it: the seed's four nodes, plus the hub's own user and an operator tool
+    users = {n: SCRAM for n in (PUDONG, XUHUI, HEALTH, "hub", "ops-tool")}
+    foreign = AclSpec("User:ops-tool", "TOPIC", "hub.audit", "LITERAL", "READ")
+    current = desired_acls([PUDONG, XUHUI, HEALTH]) | {foreign}
+    plan = plan_sync(nodes, users, current)
+    assert plan.nodes == tuple(sorted([PUDONG, HEALTH, "national"]))
+    assert plan.users_missing == ("national",) and plan.users_present == (PUDONG, HEALTH)
+    assert plan.users_deleted == (XUHUI,)  # not hub, not ops-tool: not the hub's to remove
+    assert plan.acls_created == node_acls("national") and plan.acls_deleted == node_acls(XUHUI)
+    assert plan.acls_kept == 14
+    # once applied, the same control plane plans nothing
+    applied = (current - node_acls(XUHUI)) | node_acls("national")
+    again = plan_sync(nodes, {n: SCRAM for n in (PUDONG, HEALTH, "national", "hub")}, applied)
+    assert (again.users_missing, again.users_deleted, again.acls_created, again.acls_deleted) == ((), (), set(), set())
+
+
+def test_a_scoped_plan_touches_only_the_changed_nodes() -> None:
+    extra = AclSpec(principal_of(PUDONG), "TOPIC", f"feed.{XUHUI}", "LITERAL", "READ")  # someone else's oddity
+    current = desired_acls([PUDONG, XUHUI]) | {extra}
+    users = {PUDONG: SCRAM, XUHUI: SCRAM, "hub": SCRAM}
+    # national registered: only its user and ACLs are planned; Pudong's extra and everyone else stay
+    registered = plan_sync(["national"], users, current, scope=["national"])
+    assert registered.nodes == ("national",) and registered.users_missing == ("national",)
+    assert registered.acls_created == node_acls("national") and registered.acls_deleted == set()
+    assert registered.users_deleted == ()
+    # Xuhui removed: in scope and not live, so its user and ACLs go, and nothing else
+    removed = plan_sync([PUDONG], users, current, scope=[XUHUI])
+    assert removed.nodes == () and removed.users_deleted == (XUHUI,)
+    assert removed.acls_deleted == node_acls(XUHUI) and removed.acls_created == set()
+    # the live list may be longer than the scope: only the scope counts
+    assert plan_sync([PUDONG, XUHUI, "national"], users, current, scope=[XUHUI]).acls_created == set()
+    # the full plan (no scope) removes the extra and Xuhui
+    full = plan_sync([PUDONG], users, current)
+    assert full.acls_deleted == node_acls(XUHUI) | {extra} and full.users_deleted == (XUHUI,)
+
+
+def test_the_plan_refuses_what_is_not_a_node_id() -> None:
+    with pytest.raises(ValueError, match="not node ids"):
+        plan_sync(["Region JS"], {}, set())
+    with pytest.raises(ValueError, match="not node ids"):
+        plan_sync([], {}, set(), scope=["User:x"])
+    assert plan_sync(["hub"], {"hub": SCRAM}, set()).nodes == ()  # the operator is skipped, never deleted

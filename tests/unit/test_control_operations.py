@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hub.contract import AUDIT_SUBJECT, CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.control import grants as grant_ops
 from hub.control import operations as ops
 from hub.control import tokens
 from hub.control.errors import Conflict, ControlError, Forbidden, Invalid, NotFound
@@ -114,6 +115,75 @@ def test_removing_a_node_drops_its_token_and_re_registering_revives_it() -> None
     assert not revived.removed and revived.created_at == NOW
     refused(Invalid, "cannot be removed", ops.remove_node, state, "hub", "hub", NOW)
     refused(Forbidden, "only the hub operator", ops.remove_node, state, "municipal.market", "municipal.health", NOW)
+
+
+def state_with_grants() -> ControlState:
+    """municipal.health provides vaccination (unconditional) and records (authorised); municipal.market provides
+    licence. Grants: national on vaccination (active), district on records (requested), health on licence
+    (active), district on licence (active, expired by time), national on licence (active, unrelated)."""
+    state = created(state_with_nodes())
+    created(state, id="municipal.health.records", subject="municipal.health.other-value", sharing="authorised")
+    licence = ops.create_resource(state, spec(id="municipal.market.licence", provider="municipal.market",
+                                              subject="municipal.market.licence-value"), "municipal.market", NOW,
+                                  lookup)
+    state.apply_catalog(licence.key, licence)
+    scenario = ops.create_scenario(state, ops.ScenarioSpec(id="follow-up", legal_basis="a law"), "hub", NOW)
+    state.apply_scenario("follow-up", scenario)
+    for consumer, resource, valid_to in (
+        ("national", "municipal.health.vaccination", None),
+        ("district.310115", "municipal.health.records", None),
+        ("municipal.health", "municipal.market.licence", None),
+        ("district.310115", "municipal.market.licence", NOW + 10),
+        ("national", "municipal.market.licence", None),
+    ):
+        request = grant_ops.GrantRequest(resource=resource, scenario="follow-up", consumer=consumer, valid_to=valid_to)
+        grant = grant_ops.request_grant(state, request, "hub", NOW)
+        state.apply_grant(grant.id, grant)
+    return state
+
+
+def test_removing_a_node_ends_its_grants_as_consumer_and_as_provider_and_retires_its_entries() -> None:
+    state = state_with_grants()
+    by_pair = {(g.consumer, g.resource): g for g in state.grants.values()}
+    assert by_pair[("district.310115", "municipal.health.records")].state == "requested"
+    removal = grant_ops.node_removal(state, "municipal.health", "hub", NOW + 100)
+    assert removal.node.removed and removal.node.token_hash is None and removal.node.updated_at == NOW + 100
+    ended = {(g.consumer, g.resource): g for g in removal.grants}
+    assert set(ended) == {  # as provider (vaccination, records) and as consumer (licence); not others' grants
+        ("national", "municipal.health.vaccination"), ("district.310115", "municipal.health.records"),
+        ("municipal.health", "municipal.market.licence")}
+    assert ended[("national", "municipal.health.vaccination")].state == "revoked"
+    assert ended[("municipal.health", "municipal.market.licence")].state == "revoked"
+    assert ended[("district.310115", "municipal.health.records")].state == "denied"  # requested: never granted
+    for grant in removal.grants:
+        assert (grant.reason, grant.decided_by, grant.updated_at) == ("node removed", "hub", NOW + 100)
+        assert grant.id == by_pair[(grant.consumer, grant.resource)].id  # a new version, not a new grant
+    assert sorted((e.id, e.version, e.retired) for e in removal.retired) == [
+        ("municipal.health.records", 2, True), ("municipal.health.vaccination", 2, True)]
+    assert all(e.updated_by == "hub" for e in removal.retired)
+
+    for grant in removal.grants:
+        state.apply_grant(grant.id, grant)
+    for entry in removal.retired:
+        state.apply_catalog(entry.key, entry)
+    state.apply_node("municipal.health", removal.node)
+    # its old token authenticates no more, the history stays: every version of its entries, the node itself
+    assert state.node_by_token_id(removal.node.token_id or "") is None and state.node("municipal.health") is None
+    assert state.nodes["municipal.health"].removed
+    assert [e.version for e in state.history("municipal.health.vaccination")] == [1, 2]
+    assert [e.id for e in state.entries()] == ["municipal.market.licence"]
+    request = grant_ops.GrantRequest(resource="municipal.health.vaccination", scenario="follow-up",
+                                     consumer="national", mode="call")
+    refused(Conflict, "is retired", grant_ops.request_grant, state, request, "hub", NOW + 200)
+    # grants of other nodes are untouched; an expired one is left to the expiry job
+    assert by_pair[("national", "municipal.market.licence")] == state.grants[
+        by_pair[("national", "municipal.market.licence")].id]
+    assert grant_ops.node_removal(state_with_grants(), "district.310115", "hub", NOW + 100).grants == (
+        by_pair[("district.310115", "municipal.health.records")].model_copy(update={
+            "state": "denied", "decided_by": "hub", "reason": "node removed", "updated_at": NOW + 100}),)
+    refused(NotFound, "no registered node", grant_ops.node_removal, state, "municipal.health", "hub", NOW)
+    refused(Forbidden, "only the hub operator", grant_ops.node_removal, state_with_grants(), "national",
+            "municipal.market", NOW)
 
 
 def test_node_updates() -> None:

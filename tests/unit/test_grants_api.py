@@ -277,6 +277,44 @@ def test_expiry_is_effective_at_once_and_written_down_with_an_audit(hub: Hub) ->
     assert request(hub, "municipal.market", "municipal.health.open").status_code == 201
 
 
+def test_removing_a_node_ends_its_grants_and_entries_and_keeps_its_history(hub: Hub) -> None:
+    """DELETE /v1/nodes/{id}: its grants as consumer and as provider end (reason "node removed"), its
+    catalogue entries retire, its token gets 401; everything already audited stays and the removal is audited."""
+    market = hub.as_node("municipal.market")
+    assert hub.client.post("/v1/resources", headers=market, json={
+        **resource("municipal.market.licence", "unconditional"), "provider": "municipal.market"}).status_code == 201
+    consumed = request(hub, "municipal.health", "municipal.market.licence").json()["id"]
+    provided = request(hub, "municipal.market", "municipal.health.open").json()["id"]
+    pending = request(hub, "district.310115", "municipal.health.vaccination").json()["id"]
+    unrelated = request(hub, "district.310115", "municipal.market.licence").json()["id"]
+    audited_before = list(hub.audit.records)
+
+    removed = hub.client.delete("/v1/nodes/municipal.health", headers=OP)
+    assert removed.status_code == 200 and removed.json()["removed"] is True
+    assert hub.client.get("/v1/nodes", headers=hub.as_node("municipal.health")).status_code == 401
+    grants = {g["id"]: g for g in hub.client.get("/v1/grants", headers=OP).json()}
+    assert (grants[consumed]["state"], grants[consumed]["reason"]) == ("revoked", "node removed")
+    assert (grants[provided]["state"], grants[provided]["reason"]) == ("revoked", "node removed")
+    assert (grants[pending]["state"], grants[pending]["reason"]) == ("denied", "node removed")
+    assert grants[unrelated]["state"] == "active"
+    listed = {r["id"]: r["retired"] for r in hub.client.get("/v1/resources", params={"retired": True},
+                                                             headers=market).json()}
+    assert listed == {"municipal.health.open": True, "municipal.health.vaccination": True,
+                      "municipal.health.secret": True, "municipal.market.licence": False}
+    again = request(hub, "district.310115", "municipal.health.open")
+    assert again.status_code == 409 and again.json()["code"] == "resource_retired"
+
+    # the audit trail only grew: the earlier records are intact, the removal and its consequences added
+    assert hub.audit.records[:len(audited_before)] == audited_before
+    added = [r for r in hub.audit.records[len(audited_before):] if r["action"] != "auth_failure"]  # (the 401)
+    assert [r["action"] for r in added] == ["grant"] * 3 + ["catalog"] * 3 + ["node"]
+    assert added[-1]["reason"] == "removed (its token no longer authenticates)"
+    assert all(r["reason"].endswith("(node removed)") for r in added[:3])
+    assert verify(enumerate(hub.audit.records)).ok
+    # the node stays listed as removed, with its history
+    assert hub.client.get("/v1/nodes/municipal.health", headers=OP).json()["removed"] is True
+
+
 # ---------------------------------------------------------------- catalogue visibility
 
 
