@@ -67,9 +67,11 @@ class ApiService(mode.Service):
         self._counts: Any = None
         self._chain_watch: asyncio.Task[None] | None = None
         self._control_audit: Any = None
+        self._acl_follower: Any = None
         self._expiry: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
+        from hub.acl.follow import AclFollower, chain_listeners
         from hub.api.app import create_api
         from hub.audit.control_log import ControlAuditLog
         from hub.control.schemas import ClientSchemas, LocalSchemas, SchemaSource
@@ -92,7 +94,11 @@ class ApiService(mode.Service):
         # the control audit log (hub.audit.control, this process its single writer) sees every control change
         self._control_audit = ControlAuditLog(self.settings, self.bootstrap, schemas)
         await self._control_audit.start()
-        self._control.change_listener = self._control_audit.control_changes
+        # in secure mode, a node registered or removed at run time gets (or loses) its Kafka user and ACLs
+        self._acl_follower = AclFollower(self.settings, self.bootstrap)
+        await self._acl_follower.start(self._control)
+        self._control.change_listener = chain_listeners(self._control_audit.control_changes,
+                                                        self._acl_follower.on_change)
         await apply_seed(self._control, load_seed(self.settings.seed_config))
         self._expiry = asyncio.ensure_future(
             self._control.expire_grants_periodically(self.settings.grant_expiry_interval))
@@ -168,6 +174,8 @@ class ApiService(mode.Service):
                 await self._expiry
         if self._counts is not None:
             await self._counts.stop()
+        if self._acl_follower is not None:
+            await self._acl_follower.stop()
         if self._control is not None:
             await self._control.stop()
         if self._control_audit is not None:
@@ -188,11 +196,9 @@ def quiet_libraries() -> None:
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
     with one partition, which would break partition-index ownership). Node topics follow the control plane."""
-    from hub.broker.topics import COMPACTED_TOPICS, ensure_topics, hub_topics
-    from hub.contract import CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC
+    from hub.broker.topics import ensure_topics, worker_topics
 
-    names = [*hub_topics(()), CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC, *COMPACTED_TOPICS]
-    return asyncio.run(ensure_topics(settings, bootstrap, names, compacted=COMPACTED_TOPICS))
+    return asyncio.run(ensure_topics(settings, bootstrap, worker_topics(())))
 
 
 def ensure_operator_token(settings: Settings) -> Path:

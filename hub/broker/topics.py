@@ -81,16 +81,14 @@ def worker_topics(node_ids: Iterable[str]) -> list[str]:
 
 async def ensure_topics(
     settings: Settings, bootstrap: str, names: Iterable[str], *, spec: TopicSpec | None = None,
-    partitions: int | None = None, compacted: Iterable[str] = (),
+    partitions: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet, each as ``topic_spec(name)`` says; returns the names created.
 
     ``spec`` creates every name that way instead (a control store or audit log under a configured name);
-    ``partitions`` overrides the partition count of every name; ``compacted`` names are created as control
-    state (``CONTROL_STATE``). A topic another process created first is fine; any other error raises.
+    ``partitions`` overrides the partition count of every name. A topic another process created first is
+    fine; any other error raises.
     """
-    # TODO(worker): ``compacted`` only for hub/runtime.py's call; drop it once it calls ensure_topics(worker_topics())
-    control = set(compacted)
     wanted = list(dict.fromkeys(names))
     admin = make_admin(settings, bootstrap)
     await admin.start()
@@ -101,7 +99,7 @@ async def ensure_topics(
             return []
         new = []
         for name in missing:
-            how = spec or (CONTROL_STATE if name in control else topic_spec(name))
+            how = spec or topic_spec(name)
             new.append(NewTopic(
                 name=name, num_partitions=partitions or how.partitions or settings.topic_partitions,
                 replication_factor=settings.topic_replication, topic_configs=dict(how.configs),
@@ -117,12 +115,3 @@ async def ensure_topics(
         return missing
     finally:
         await admin.close()
-
-
-# TODO(worker): import from hub.contract. Old names kept for hub/pipeline/worker.py and partition_state.py
-# (AUDIT_TOPIC, COUNTS_TOPIC), hub/calls/agents.py (RECORDS_TOPIC) and hub/runtime.py (COMPACTED_TOPICS).
-COMPACTED_TOPICS = CONTROL_TOPICS
-__all__ = [
-    "AUDIT_TOPIC", "COMPACTED_TOPICS", "COUNTS_TOPIC", "RECORDS_TOPIC", "SNAPSHOT_MAX_BYTES", "TOPIC_SPECS",
-    "TopicSpec", "ensure_topics", "hub_topics", "topic_spec", "worker_topics",
-]

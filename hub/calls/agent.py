@@ -26,6 +26,7 @@ from typing import Any
 
 import mode
 
+from hub.audit import records
 from hub.broker.records import OutRecord, RawRecord, partition_of
 from hub.broker.sender import BatchSender, gather_all
 from hub.calls import core
@@ -37,7 +38,6 @@ from hub.contract import (
     H_EVENT_ID,
     H_REQUEST_ID,
     H_RESOURCE,
-    H_RULE,
     H_STAGE,
     QUOTA_TOPIC,
     REPLY_SUBJECT,
@@ -337,22 +337,12 @@ class CallAgent(mode.Service):
     def _quarantine(self, rec: RawRecord, reason: str, now: int) -> tuple[OutRecord, dict[str, Any]]:
         assert self.quarantine_encode is not None
         node = node_of_request_topic(rec.topic) or ""
-        tier = core._safe_tier(node)
-        event_id = f"{rec.topic}/{rec.partition}/{rec.offset}"
-        value = self.quarantine_encode({
-            "event_id": event_id, "ts": now, "node": node, "topic": rec.topic, "partition": rec.partition,
-            "offset": rec.offset, "rule": QUARANTINE_RULE, "reason": reason, "resource": None,
-            "original_key": rec.key, "original_value": rec.value,
-            "original_headers": {k: bytes(v or b"") for k, v in (rec.headers or ())},
-        })
-        out = OutRecord(quarantine_topic(node), rec.key, value,
-                        [(H_EVENT_ID, event_id.encode()), (H_RULE, QUARANTINE_RULE.encode())])
-        audit = {
-            "event_id": event_id, "audit_id": f"{event_id}/quarantine/-", "ts": now, "action": "quarantine",
-            "actor": node, "counterparty": None, "resource": None, "scenario": None, "grant": None,
-            "from_tier": tier, "to_tier": tier, "direction": None, "decision": "deny", "reason": QUARANTINE_RULE,
-            "key_hash": None, "masked_fields": [], "prev_hash": None, "hash": None, "source": event_id,
-        }
+        event_id = records.source_of(rec.topic, rec.partition, rec.offset)
+        entry = records.quarantine_value(rec, event_id, now, node, QUARANTINE_RULE, reason, None)
+        value = self.quarantine_encode(entry)
+        out = OutRecord(quarantine_topic(node), rec.key, value, records.quarantine_headers(event_id, QUARANTINE_RULE))
+        audit = records.quarantine_audit(now, event_id, node, core._safe_tier(node), QUARANTINE_RULE, None, None,
+                                         event_id)
         return out, audit
 
     def _count(self, replies: Sequence[tuple[int, Reply]], quarantined: int) -> None:

@@ -33,7 +33,6 @@ from hub.contract import (
     CALLS_TOPIC,
     H_REQUEST_ID,
     call_reply_topic,
-    call_request_topic,
     node_of_request_topic,
     store_key,
 )
@@ -775,9 +774,3 @@ class QuotaTable:
         self.seen.add(key)
         slot = f"{grant_id}|{day}"
         self.counts[slot] = self.counts.get(slot, 0) + 1
-
-
-# TODO(worker): import from hub.contract. Old names kept for hub/calls/agents.py (imports and ``core.<name>``).
-from hub.contract import H_RESOURCE, H_STAGE, INDEX_TOPIC, QUOTA_TOPIC, REPLY_SUBJECT, REQUEST_SUBJECT  # noqa: E402, F401
-
-request_topic = call_request_topic

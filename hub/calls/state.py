@@ -20,7 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import make_consumer, make_producer
 from hub.broker.records import OutRecord
 from hub.broker.sender import BatchSender, gather_all
 from hub.calls import core
@@ -95,19 +95,15 @@ class CallState:
     async def start(self, registry: RegistryClient, resource_of: Callable[[str], Resource | None]) -> None:
         self.registry, self.resource_of = registry, resource_of
         # the index's own producer: its writes never queue behind (or hold up) the exchange's produce requests
-        self._index_producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_batch_size=256 * 1024,
-            **kafka_client_kwargs(self.settings))
+        self._index_producer = make_producer(self.settings, self.bootstrap, linger_ms=5, max_batch_size=256 * 1024)
         await self._index_producer.start()
         self._index_sender = BatchSender(self._index_producer)
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=f"{self.settings.app_id}.calls-state",
-            enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=500, **kafka_client_kwargs(self.settings),
+        self.consumer = make_consumer(
+            self.settings, self.bootstrap, group_id=f"{self.settings.app_id}.calls-state",
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=500,
         )
         await self.consumer.start()
-        self._offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                         **kafka_client_kwargs(self.settings))
+        self._offsets = make_consumer(self.settings, self.bootstrap)
         await self._offsets.start()
         self._index_partitions = sorted(await self._index_producer.partitions_for(INDEX_TOPIC))
         self._task = asyncio.ensure_future(self._run())

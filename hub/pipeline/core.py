@@ -53,9 +53,6 @@ from hub.registry import framing
 from hub.registry.framing import FramingError
 from hub.routing.core import REASON_REPORT_UP, Delivery, record_district, route, subscriptions_by_resource
 
-# TODO(worker): hub/pipeline/worker.py and hub/calls/agents.py import H_EVENT_ID and H_RESOURCE (and store_key)
-# from here: import them from hub.contract.
-
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
 

@@ -23,8 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.audit.chain import CHECKPOINT, ChainState, ChainWriter, resume_state
-from hub.broker.topics import AUDIT_TOPIC, COUNTS_TOPIC
-from hub.contract import INGRESS_PREFIX
+from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC, INGRESS_PREFIX
 from hub.pipeline.dedupe import DedupeWindow
 from hub.registry import framing
 from hub.registry.client import RegistryClient

@@ -13,10 +13,8 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer
-
 from hub.audit.chain import ChainState, ChainWriter
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import make_consumer
 from hub.pipeline.dedupe import DedupeWindow
 from hub.pipeline.partition_state import PartitionState, restore_partition
 from hub.registry.client import RegistryClient
@@ -96,8 +94,7 @@ class PartitionStates:
 
             # A reader of its own per restore: an aiokafka consumer re-assigned from one partition's topics to
             # another's was seen waiting forever for metadata (and a restore is rare: once per partition taken).
-            reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                      **kafka_client_kwargs(settings))
+            reader = make_consumer(settings, self.bootstrap)
             await reader.start()
             try:
                 state = await restore_partition(reader, partition, self.registry, new_chain)

@@ -36,19 +36,17 @@ import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from hub.broker.kafka_config import kafka_client_kwargs
+from hub.broker.clients import make_consumer, make_producer
 from hub.broker.records import RawRecord
 from hub.broker.sender import BatchSender
-from hub.broker.topics import SNAPSHOT_MAX_BYTES, ensure_topics, hub_topics
+from hub.broker.topics import SNAPSHOT_MAX_BYTES, ensure_topics, worker_topics
 from hub.calls.agent import CallAgent
 from hub.contract import (
     AUDIT_SUBJECT,
     CALLS_TOPIC,
-    INDEX_TOPIC,
     INGRESS_PREFIX,
     OPERATOR,
     QUARANTINE_SUBJECT,
-    QUOTA_TOPIC,
     call_request_topic,
     ingress_topic,
     node_topics,
@@ -108,10 +106,8 @@ class HubWorker(mode.Service):
     # ------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
         await self._wait_for_registry()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-            max_batch_size=256 * 1024, max_request_size=SNAPSHOT_MAX_BYTES, **kafka_client_kwargs(self.settings),
-        )
+        self.producer = make_producer(self.settings, self.bootstrap, enable_idempotence=True, linger_ms=5,
+                                      max_batch_size=256 * 1024, max_request_size=SNAPSHOT_MAX_BYTES)
         await self.producer.start()
         self.sender.bind(self.producer)
         audit = await self._own_schema(AUDIT_SUBJECT, AUDIT_SCHEMA_FILE)
@@ -119,20 +115,19 @@ class HubWorker(mode.Service):
         self.audit.encode = audit.encode
         self.exchange.audit_schema, self.exchange.quarantine_schema = audit, quarantine
         self.calls.quarantine_encode = quarantine.encode
-        await ensure_topics(self.settings, self.bootstrap, [*hub_topics(()), CALLS_TOPIC, INDEX_TOPIC, QUOTA_TOPIC])
+        await ensure_topics(self.settings, self.bootstrap, worker_topics(()))
         await self.control.start()
         await self.partitions.start()
 
     async def on_started(self) -> None:
         """The agents run: join the group and start taking batches."""
         s = self.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=s.app_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", partition_assignment_strategy=(PartitionIndexAssignor,),
-            max_poll_records=s.batch_max, max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=500,
+        self.consumer = make_consumer(
+            s, self.bootstrap, group_id=s.app_id, auto_offset_reset="earliest",
+            partition_assignment_strategy=(PartitionIndexAssignor,), max_poll_records=s.batch_max,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=500,
             session_timeout_ms=int(s.consumer_session_timeout * 1000),
             heartbeat_interval_ms=int(max(0.5, s.consumer_session_timeout / 10) * 1000),
-            **kafka_client_kwargs(s),
         )
         await self.consumer.start()
         await self._follow_once()

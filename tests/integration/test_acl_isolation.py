@@ -360,8 +360,6 @@ async def test_a_node_registered_through_the_api_gets_its_acls_and_loses_them_wh
         await follower.stop()
 
 
-@pytest.mark.skip(reason="needs the runtime wiring: hub.runtime.ApiService must start the AclFollower "
-                         "(see hub.acl.follow); unskip once it does")
 def test_hub_up_gives_a_node_registered_at_run_time_its_acls(synced: SecureHub, tmp_path: Path) -> None:
     """The same through `hub up` on the secure broker as User:hub: POST /v1/nodes on its HTTP API, no manual
     `hub acl sync`; the node's password lands in hub up's state dir."""

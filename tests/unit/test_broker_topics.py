@@ -92,12 +92,10 @@ def test_a_spec_or_partitions_override_the_table(admin: FakeAdmin) -> None:
     create(["my.audit"], spec=CONTROL_AUDIT)
     create(["my.store"], spec=CONTROL_STATE)
     create(["test.partitioned"], partitions=3)
-    create(["legacy.control"], compacted=["legacy.control"])
     assert admin.created["my.audit"].num_partitions == 1
     assert admin.created["my.audit"].topic_configs["retention.ms"] == "-1"
     assert admin.created["my.store"].topic_configs == {"cleanup.policy": "compact"}
     assert admin.created["test.partitioned"].num_partitions == 3
-    assert admin.created["legacy.control"].num_partitions == 1
     assert topics.topic_spec(CONTROL_AUDIT_TOPIC) == CONTROL_AUDIT  # the configured name is the default
 
 

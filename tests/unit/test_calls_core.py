@@ -27,7 +27,7 @@ from hub.calls.core import (
     Status,
 )
 from hub.catalogue.model import load_exchange_config
-from hub.contract import call_reply_topic, call_request_topic, store_key
+from hub.contract import H_REQUEST_ID, call_reply_topic, call_request_topic, store_key
 from hub.policy.masking import apply_mask
 from hub.policy.model import Grant
 from hub.registry import framing
@@ -112,7 +112,7 @@ def test_request_id_recovered_from_header_body_or_key() -> None:
     truncated = framed[:14]  # header, length, the id, then cut
     assert core.recover_request_id(truncated, None, []) == "abc-123"
     assert core.recover_request_id(b"junk", b"from-key", []) == "from-key"
-    assert core.recover_request_id(b"junk", b"from-key", [(core.H_REQUEST_ID, b"hdr")]) == "hdr"
+    assert core.recover_request_id(b"junk", b"from-key", [(H_REQUEST_ID, b"hdr")]) == "hdr"
     assert core.recover_request_id(b"junk", None, []) is None
     assert core.recover_request_id(b"\x00\x00\x00\x00\x01\xff", b"\xff\xfe", []) is None
 
