@@ -7,12 +7,18 @@ The worker (``hub.worker``) implements them; the exchange agent (``hub.pipeline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from hub.pipeline.dedupe import DedupeWindow
-
 Audit = tuple[int, dict[str, Any]]  # (partition index whose chain records it, unsealed AuditRecord)
+
+
+class Dedupe(Protocol):
+    """A partition's window of recently seen (node or topic, event id) keys (``hub.pipeline.dedupe``)."""
+
+    def __contains__(self, key: tuple[str, str]) -> bool: ...
+
+    def add(self, key: tuple[str, str]) -> None: ...
 
 
 class PartitionOwner(Protocol):
@@ -23,20 +29,14 @@ class PartitionOwner(Protocol):
     async def ensure(self, partitions: Iterable[int]) -> None:
         """Restore (once) the state of each index before it is used."""
 
-    def dedupe(self, partition: int) -> DedupeWindow: ...
+    def dedupe(self, partition: int) -> Dedupe: ...
 
 
 class AuditSink(Protocol):
     """Writes audit records after the records they describe are acknowledged, in submission order."""
 
     def submit(self, sent: Sequence[asyncio.Future[Any]], audits: Sequence[Audit],
-               on_written: Any = None) -> asyncio.Future[None]:
+               on_written: Callable[[], None] | None = None) -> asyncio.Future[None]:
         """Returns a future done once ``sent`` and then the sealed audit records are acknowledged."""
         ...
 
-
-class Tally(Protocol):
-    def items(self) -> Iterable[tuple[tuple[str, tuple[str, ...]], int]]: ...
-
-
-Offsets = Mapping[Any, int]

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 
 from hub.api.auth import Authenticator, Principal
-from hub.control.topicstore import StoreUnavailable
+from hub.broker.topicstore import StoreUnavailable
 from hub.control.view import ControlView
 
 

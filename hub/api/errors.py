@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api.auth import CHALLENGE
+from hub.broker.topicstore import StoreError
 from hub.control.errors import ControlError, TooManyRequests, UnsupportedMediaType
-from hub.control.topicstore import StoreError
 from hub.registry.routes import REGISTRY_HANDLERS, install_registry_error_handlers, is_registry_request
 
 log = logging.getLogger("hub.api")

@@ -11,9 +11,9 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from hub.broker.topicstore import StoreRecord
 from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
 from hub.control.state import CatalogEntry, NodeEntry, ScenarioEntry
-from hub.control.topicstore import StoreRecord
 from hub.policy.model import Grant
 from hub.registry import framing
 from hub.settings import REPO_ROOT

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hub.broker.topics import ensure_topics
+from hub.broker.topicstore import StoreUnavailable
 from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS, node_topics
 from hub.control import grants as grant_ops
 from hub.control import operations as ops
@@ -22,7 +23,6 @@ from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subje
 from hub.control.errors import Conflict
 from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
 from hub.control.tokens import IssuedToken, issue
-from hub.control.topicstore import StoreUnavailable
 from hub.control.view import ControlView
 from hub.policy.model import Grant
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from hub.broker.topicstore import Applier, CompactedTopicStore, Fetched
 from hub.contract import STATE_TOPICS
 from hub.control.codec import DecodeError, decode
 from hub.control.schemas import ClientSchemas, SchemaSource
 from hub.control.state import ControlSnapshot, ControlState, snapshot
-from hub.control.topicstore import Applier, CompactedTopicStore, Fetched
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.settings import Settings

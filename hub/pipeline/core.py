@@ -254,7 +254,8 @@ def _deliver(
     result.audits.append((rec.partition, publish_record(now, event_id, provider, resource.id, tier, key_hash(key),
                                                         source, entries)))
     assert rec.value is not None  # decode succeeded
-    if resource.primary_key:  # the current version of the row, for calls (共享调用)
+    if resource.primary_key and resource.sharing != "none":  # the current row, for calls (共享调用) only: a "none"
+        # resource can never be called, so it is not materialised
         result.outputs.append(OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)),
                                         rec.value, base_headers))
     district = record_district(record, resource) if deliveries else None

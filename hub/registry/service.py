@@ -5,7 +5,7 @@ a second hub instance serves the same ids, versions and configs. Writes are seri
 computed against a state caught up with the topic's end, appended with ``acks=all`` and answered only
 once read back and applied; if another instance won a race for the same id or version slot (the state's
 ``apply`` is first-writer-wins), the write is retried against the new state. The topic machinery is
-:class:`hub.control.topicstore.CompactedTopicStore`, shared with the control plane; this module maps its
+:class:`hub.broker.topicstore.CompactedTopicStore`, shared with the control plane; this module maps its
 errors to Confluent's (50301 unavailable, 50401 timeout).
 """
 
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from hub.broker.topicstore import CompactedTopicStore, StoreError, StoreRecord, StoreTimeout
 from hub.contract import SCHEMAS_TOPIC
-from hub.control.topicstore import CompactedTopicStore, StoreError, StoreRecord, StoreTimeout
 from hub.registry.state import (
     AVRO,
     Record,
