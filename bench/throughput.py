@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hub.broker.manager import LocalBroker, free_port
-from hub.contract import H_RESOURCE
+from hub.contract import H_INGRESS_TS, H_RESOURCE
 from hub.demo.data import record_generator
 from hub.registry import framing
 from hub.registry.client import RegistryClient
@@ -191,16 +191,117 @@ async def run(args: argparse.Namespace, bootstrap: str, state: Path) -> dict[str
     await produce(bootstrap, INGRESS, values, [(H_RESOURCE, RESOURCE.encode())])
     print("running the hub...", file=sys.stderr, flush=True)
     hub = start_hub(env, api)
+    profiler = start_profile(hub.pid, args.profile, args.profile_seconds) if args.profile else None
+    latency: dict[str, float] = {}
     try:
         hub_count, hub_span = await output_span(bootstrap, WATCH_FEED, args.records, args.timeout)
+        hub_rate = hub_count / hub_span if hub_span else float("nan")
+        if profiler is not None:
+            profiler.wait()
+            print(profile_summary(args.profile), file=sys.stderr)
+        # 4. latency at half the measured maximum rate, same hub, fresh records
+        if args.latency_seconds > 0 and hub_rate == hub_rate:
+            rate = hub_rate / 2
+            print(f"ingress-to-feed latency at {rate:,.0f} events/s for {args.latency_seconds:.0f} s...",
+                  file=sys.stderr, flush=True)
+            latency = await paced_latency(bootstrap, values, rate, args.latency_seconds)
     finally:
         stop_hub(hub)
 
     raw_rate = raw_count / raw_span if raw_span else float("nan")
-    hub_rate = hub_count / hub_span if hub_span else float("nan")
     return {"records": args.records, "value_bytes": size, "partitions": args.partitions,
             "raw_events_per_s": raw_rate, "hub_events_per_s": hub_rate, "ratio": hub_rate / raw_rate,
-            "hub_delivered": hub_count}
+            "hub_delivered": hub_count, **latency}
+
+
+async def paced_latency(bootstrap: str, values: list[bytes], rate: float, seconds: float) -> dict[str, float]:
+    """Publish at ``rate`` events/s for ``seconds``; ingress-to-feed latency percentiles of what was delivered.
+
+    Latency = the feed record's timestamp (set when the hub appends it) minus its ``hub-ingress-ts`` header
+    (the ingress record's create time), both wall-clock milliseconds on this machine.
+    """
+    probe = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await probe.start()
+    try:
+        parts = [TopicPartition(WATCH_FEED, p) for p in sorted(await probe.partitions_for(WATCH_FEED))]
+    finally:
+        await probe.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    consumer.assign(parts)
+    for tp, end in (await consumer.end_offsets(parts)).items():
+        consumer.seek(tp, end)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks=1)
+    await producer.start()
+    headers = [(H_RESOURCE, RESOURCE.encode())]
+    sent = 0
+    publishing = True
+    latencies: list[int] = []
+
+    async def collect(deadline: float) -> None:
+        """Read the feed until every sent event arrived (after publishing stopped) or the deadline passes."""
+        while time.monotonic() < deadline and (publishing or len(latencies) < sent):
+            for msgs in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
+                for m in msgs:
+                    ts = dict(m.headers).get(H_INGRESS_TS)
+                    if ts is not None:
+                        latencies.append(m.timestamp - int(ts))
+
+    try:
+        start = time.monotonic()
+        reader = asyncio.ensure_future(collect(start + seconds + 10))
+        tick = 0.005
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate) - sent
+            for _ in range(max(0, due)):
+                await producer.send(INGRESS, values[sent % len(values)], headers=headers)
+                sent += 1
+            await asyncio.sleep(tick)
+        await producer.flush()
+        publishing = False
+        await reader
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return float(latencies[min(len(latencies) - 1, int(len(latencies) * q))]) if latencies else float("nan")
+
+    return {"latency_rate_events_per_s": rate, "latency_sent": sent, "latency_received": len(latencies),
+            "latency_p50_ms": pct(0.50), "latency_p99_ms": pct(0.99), "latency_max_ms": pct(1.0)}
+
+
+def start_profile(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling the hub process (raw collapsed stacks) while it drains."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_summary(path: str, top: int = 25) -> str:
+    """The functions with the most samples (inclusive and self) in a py-spy raw profile."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f.split(" (")[0] + " " + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1] if " (" in f else f
+                  for f in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    lines = [f"py-spy: {total} samples"]
+    for title, table in (("inclusive", inclusive), ("self", own)):
+        lines.append(f"top {top} {title}:")
+        for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"  {100 * count / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
 
 
 def run_on_a_broker(bench: Callable[[str, Path], Coroutine[Any, Any, T]], *, prefix: str = "hub-bench-") -> T:
@@ -226,16 +327,36 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the hub to drain")
+    parser.add_argument("--latency-seconds", type=float, default=15.0,
+                        help="seconds of paced publishing at half the measured rate (0: skip)")
+    parser.add_argument("--profile", help="write a py-spy raw profile of the hub while it drains to this file")
+    parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "throughput.json"),
+                        help="append the result to this JSON file (bench/report.py charts it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-")
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    append_result(Path(args.out), result)
     if args.json:
         print(json.dumps(result))
         return
     print(f"records: {result['records']} x {result['value_bytes']:.0f} B, {result['partitions']} partitions")
     print(f"raw aiokafka passthrough (decode + re-encode): {result['raw_events_per_s']:>10,.0f} events/s")
-    print(f"hub pipeline (validate, route x2, audit x3):   {result['hub_events_per_s']:>10,.0f} events/s")
+    print(f"hub pipeline (validate, route x2, audit, counts): {result['hub_events_per_s']:>7,.0f} events/s")
     print(f"ratio hub / raw: {result['ratio']:.2f}")
+    if "latency_p99_ms" in result:
+        print(f"ingress-to-feed at {result['latency_rate_events_per_s']:,.0f} events/s (half the hub's rate): "
+              f"p50 {result['latency_p50_ms']:.0f} ms, p99 {result['latency_p99_ms']:.0f} ms "
+              f"({result['latency_received']:,} of {result['latency_sent']:,} delivered)")
+
+
+def append_result(path: Path, result: dict[str, Any]) -> None:
+    """Keep every run: the chart shows the latest, the history shows the trend."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs.append(result)
+    path.write_text(json.dumps(runs, indent=1) + "\n")
 
 
 if __name__ == "__main__":
