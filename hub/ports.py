@@ -7,8 +7,10 @@ The worker (``hub.worker``) implements them; the exchange agent (``hub.pipeline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
+
+from hub.broker.records import OutRecord
 
 Audit = tuple[int, dict[str, Any]]  # (partition index whose chain records it, unsealed AuditRecord)
 
@@ -40,3 +42,11 @@ class AuditSink(Protocol):
         """Returns a future done once ``sent`` and then the sealed audit records are acknowledged."""
         ...
 
+
+
+class RowSink(Protocol):
+    """The call tables: rows the exchange writes to ``hub.records`` are applied where this worker owns them."""
+
+    def materialise(self, rows: Sequence[tuple[OutRecord, Mapping[str, Any]]]) -> list[OutRecord]:
+        """Apply rows about to be written (marking them as this worker's); returns index records to write too."""
+        ...

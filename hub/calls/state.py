@@ -15,18 +15,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from hub.broker.clients import make_consumer, make_producer
-from hub.broker.records import OutRecord
+from hub.broker.records import OutRecord, partition_of
 from hub.broker.sender import BatchSender, gather_all
 from hub.calls import core
 from hub.calls.core import IndexTable, QuotaTable, RecordTable, Row
 from hub.catalogue.model import Resource
-from hub.contract import INDEX_TOPIC, QUOTA_TOPIC, RECORDS_TOPIC
+from hub.contract import H_WRITER, INDEX_TOPIC, QUOTA_TOPIC, RECORDS_TOPIC
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
 from hub.settings import Settings
@@ -90,7 +92,11 @@ class CallState:
         self._fields_of: dict[str, Resource] = {}
         self._task: asyncio.Task[None] | None = None
         self._index_partitions: list[int] = []
+        self._records_partitions = 0
+        self.writer_id = uuid.uuid4().hex.encode()  # marks the hub.records rows this worker applied itself
+        self._local: dict[int, deque[tuple[bytes, Row]]] = {}  # per partition: rows applied, not yet read back
         self.applied = 0
+        self.applied_locally = 0
 
     async def start(self, registry: RegistryClient, resource_of: Callable[[str], Resource | None]) -> None:
         self.registry, self.resource_of = registry, resource_of
@@ -106,6 +112,7 @@ class CallState:
         self._offsets = make_consumer(self.settings, self.bootstrap)
         await self._offsets.start()
         self._index_partitions = sorted(await self._index_producer.partitions_for(INDEX_TOPIC))
+        self._records_partitions = len(await self._index_producer.partitions_for(RECORDS_TOPIC))
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
@@ -205,7 +212,13 @@ class CallState:
             if tp.topic == RECORDS_TOPIC:
                 table = self.records[p]
                 emit_from = self._emit_from.get(p, 0)
+                local = self._local.get(p)
                 for m in msgs:
+                    if local and m.key == local[0][0] and _writer(m.headers) == self.writer_id:
+                        key, row = local.popleft()
+                        if table.get(key) is row:  # applied and indexed when it was written: nothing to do
+                            row.offset = m.offset
+                            continue
                     self._apply_record(table, m, m.offset >= emit_from, emits)
                 if msgs and msgs[-1].offset + 1 > emit_from:
                     self._pending_commit[tp] = msgs[-1].offset + 1
@@ -226,6 +239,42 @@ class CallState:
         await self._check_ready()
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
+
+    def materialise(self, rows: Sequence[tuple[OutRecord, Mapping[str, Any]]]) -> list[OutRecord]:
+        """``hub.ports.RowSink``: rows the exchange is about to write to ``hub.records``, applied here and now.
+
+        A row whose partition this worker owns (restored and live) goes into its table at once, with its
+        indexed values taken from the already decoded record, and its index changes are returned to be written
+        with the batch. Every row is marked with this worker's id; when the reading loop meets it on
+        ``hub.records`` it skips it (no decoding, no index work) unless another writer's version came in
+        between. Rows of partitions other workers own are left to them.
+        """
+        header = (H_WRITER, self.writer_id)
+        count = self._records_partitions
+        now = int(time.time() * 1000)
+        changes: list[core.IndexChange] = []
+        for out, record in rows:
+            out.headers = [*out.headers, header]
+            if not count or out.key is None:
+                continue
+            q = partition_of(out.key, count)
+            ready = self._ready.get(q)
+            if q not in self._owned or self._wanted is not None or ready is None or not ready.is_set():
+                continue  # not (yet) this worker's to apply: the reading loop applies it when it reads it
+            parsed = core.resource_of_store_key(out.key)
+            fields = self._indexed(parsed[0]) if parsed is not None else ()
+            new = core.index_values(record, fields) if fields else ()
+            row = Row(out.value, -1, now, new)
+            old = self.records[q].apply(out.key, row)
+            self._local.setdefault(q, deque()).append((out.key, row))
+            self.applied_locally += 1
+            if fields and parsed is not None:
+                before = (old.indexed if old.indexed is not None else self._values(old.value, fields)) if old else ()
+                if new or before:
+                    changes.extend(core.index_changes(parsed[0], parsed[1], before, new, now))
+        parts = self._index_partitions
+        return [OutRecord(INDEX_TOPIC, c.key, c.value, [], core.index_partition(c.partition_key, parts))  # type: ignore[arg-type]
+                for c in changes]
 
     def _apply_record(self, table: RecordTable, m: Any, live: bool, emits: list[core.IndexChange]) -> None:
         """One ``hub.records`` record into the table; a live one (not yet indexed) also into the index changes.
@@ -321,6 +370,8 @@ class CallState:
             for topic in STATE_TOPICS:
                 tp = TopicPartition(topic, p)
                 positions[tp] = await consumer.position(tp)
+        for p in lost | new:
+            self._local.pop(p, None)
         for p in lost:
             for d in (self.records, self.index, self.quota, self._emit_from):
                 d.pop(p, None)
@@ -343,3 +394,10 @@ class CallState:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+def _writer(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
+    for key, value in headers or ():
+        if key == H_WRITER:
+            return value
+    return None

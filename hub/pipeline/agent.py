@@ -34,7 +34,7 @@ from hub.metrics.bundle import HubMetrics
 from hub.pipeline.core import BatchResult, DeliveryPlan, EncodedSchema, ExchangeContext, process_batch
 from hub.policy.masking import derived_schema, is_passthrough, plan_for
 from hub.policy.model import Grant
-from hub.ports import AuditSink, PartitionOwner
+from hub.ports import AuditSink, PartitionOwner, RowSink
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 
@@ -47,8 +47,10 @@ class ExchangeAgent(mode.Service):
     """Decides ingress batches with ``process_batch`` and sends what they produce."""
 
     def __init__(self, registry: RegistryClient, control: ControlView, sender: BatchSender,
-                 partitions: PartitionOwner, audit: AuditSink, metrics: HubMetrics, **kwargs: Any) -> None:
+                 partitions: PartitionOwner, audit: AuditSink, metrics: HubMetrics, rows: RowSink | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.rows = rows
         self.registry = registry
         self.control = control
         self.sender = sender
@@ -72,7 +74,10 @@ class ExchangeAgent(mode.Service):
         await self._resolve_schemas(records, ctx)
         await self.partitions.ensure({rec.partition for rec in records})
         result = process_batch(records, ctx)
-        sent = await self.sender.send(result.outputs)
+        outputs = result.outputs
+        if result.rows and self.rows is not None:  # the call tables follow without reading the rows back
+            outputs = outputs + self.rows.materialise(result.rows)
+        sent = await self.sender.send(outputs)
         self.batches += 1
         self.events += len(records)
         return self.audit.submit(sent, result.audits, lambda: self._count(result))

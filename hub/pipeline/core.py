@@ -9,6 +9,7 @@ No I/O here: the worker shell resolves schemas before calling ``process_batch`` 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -70,6 +71,8 @@ class BatchResult:
     tally: Tally = field(default_factory=Counter)
     latencies_from_ms: list[int] = field(default_factory=list)  # ingress timestamps of delivered records
     duplicates: int = 0
+    # the hub.records rows among ``outputs`` with their decoded record (the call tables apply them directly)
+    rows: list[tuple[OutRecord, Mapping[str, Any]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +259,10 @@ def _deliver(
     assert rec.value is not None  # decode succeeded
     if resource.primary_key and resource.sharing != "none":  # the current row, for calls (共享调用) only: a "none"
         # resource can never be called, so it is not materialised
-        result.outputs.append(OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)),
-                                        rec.value, base_headers))
+        row = OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)), rec.value,
+                        base_headers)
+        result.outputs.append(row)
+        result.rows.append((row, record))
     district = record_district(record, resource) if deliveries else None
     for d in deliveries:
         decision = _decide(resource, d, ctx, now, district)
@@ -268,7 +273,7 @@ def _deliver(
             continue
         plan = ctx.delivery_plans.get((resource.id, d.consumer))
         value = rec.value if plan is None else plan.encode(apply_mask(record, plan.plan))
-        lineage = json.dumps([provider, OPERATOR, d.consumer]).encode()
+        lineage = _lineage(provider, d.consumer)
         headers = base_headers + [
             (H_GRANT, (d.grant or "").encode()),
             (H_SCENARIO, (d.scenario or "").encode()),
@@ -280,6 +285,12 @@ def _deliver(
         tally[("events", (d.kind, tier, d.to_tier, "ok"))] += 1
         tally[("records_delivered", (d.direction,))] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lineage(provider: str, consumer: str) -> bytes:
+    """The ``hub-lineage`` header of a delivery: the hops, as a JSON array (a handful of distinct values)."""
+    return json.dumps([provider, OPERATOR, consumer]).encode()
 
 
 def _decide(resource: Resource, d: Delivery, ctx: ExchangeContext, now: int, district: str | None) -> Decision:

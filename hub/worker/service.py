@@ -86,10 +86,10 @@ class HubWorker(mode.Service):
         self.sender = BatchSender()
         self.partitions = PartitionStates(settings, bootstrap, self.registry)
         self.audit = AuditWriter(self.sender, self.partitions, on_failure=self._fatal)
-        self.exchange = ExchangeAgent(self.registry, self.control, self.sender, self.partitions, self.audit,
-                                      metrics, beacon=self.beacon)
         self.calls = CallAgent(settings, bootstrap, self.registry, self.control, self.sender, self.partitions,
                                self.audit, metrics, beacon=self.beacon)
+        self.exchange = ExchangeAgent(self.registry, self.control, self.sender, self.partitions, self.audit,
+                                      metrics, rows=self.calls.tables, beacon=self.beacon)
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.topics: frozenset[str] = frozenset()
