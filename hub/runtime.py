@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -193,6 +194,15 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a process that allocates a few dozen objects per event and keeps
+    large long-lived state (dedupe windows, call tables): everything alive after start-up is frozen out of the
+    collector's scans, and the youngest generation is collected every 50,000 allocations instead of 700. The
+    process profile of the hot path went from ~50 to ~20 µs an event (``bench/throughput.py --profile``)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
     with one partition, which would break partition-index ownership). Node topics follow the control plane."""
@@ -259,6 +269,7 @@ def run_worker(
     services.append(StatusService(settings, bootstrap, status))
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
+    tune_gc()
     worker = mode.Worker(*services, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

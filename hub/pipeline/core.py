@@ -52,7 +52,13 @@ from hub.policy.masking import MaskPlan, apply_mask
 from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.framing import FramingError
-from hub.routing.core import REASON_REPORT_UP, Delivery, record_district, route, subscriptions_by_resource
+from hub.routing.core import (
+    REASON_REPORT_UP,
+    Delivery,
+    record_district,
+    route_for_district,
+    subscriptions_by_resource,
+)
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
@@ -112,11 +118,22 @@ class ExchangeContext:
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
     nodes: dict[str, Node] = field(init=False)
+    _routes: dict[tuple[str, str | None], list[Delivery]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
         self.subscriptions = subscriptions_by_resource(self.config.subscriptions)
         self.nodes = {n.id: n for n in self.config.nodes}
+        self._routes = {}
+
+    def routes(self, resource: Resource, district: str | None) -> list[Delivery]:
+        """The deliveries of a record of ``resource`` belonging to ``district`` (cached: this context is one
+        catalogue version)."""
+        key = (resource.id, district)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = route_for_district(district, resource, self.subscriptions.get(resource.id, ()))
+        return found
 
 
 def standing_grants(subscriptions: Sequence[Subscription]) -> dict[str, Grant]:
@@ -231,13 +248,13 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
         except Rejected as rej:
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
-        deliveries = route(record, resource, ctx.subscriptions.get(resource.id, ()))
-        _deliver(rec, event_id, resource, record, deliveries, now, ctx, result, source)
+        district = record_district(record, resource)
+        _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source)
     return result
 
 
 def _deliver(
-    rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any],
+    rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any], district: str | None,
     deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult, source: str,
 ) -> None:
     """The feed records of an accepted event and its one audit record: the publish, every delivery and
@@ -263,7 +280,6 @@ def _deliver(
                         base_headers)
         result.outputs.append(row)
         result.rows.append((row, record))
-    district = record_district(record, resource) if deliveries else None
     for d in deliveries:
         decision = _decide(resource, d, ctx, now, district)
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here

@@ -69,8 +69,15 @@ def route(
     resource flagged ``return_to_locality`` returns each row to its district even without a subscription;
     ``report_up`` resources also go to ``national``.
     """
+    return route_for_district(record_district(record, resource), resource, subscriptions)
+
+
+def route_for_district(
+    district: str | None, resource: Resource, subscriptions: Iterable[Subscription]
+) -> list[Delivery]:
+    """``route`` for a record of ``district``: the deliveries depend on nothing else of the record, so the
+    hot path computes them once per (resource, district) and catalogue version."""
     from_tier = resource.tier
-    district = record_district(record, resource)
     local_node = f"district.{district}" if district else None
     chosen: dict[str, Delivery] = {}
 
