@@ -9,7 +9,6 @@ No I/O here: the worker shell resolves schemas before calling ``process_batch`` 
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import uuid
@@ -98,6 +97,25 @@ class DeliveryPlan:
     masked_fields: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceStatic:
+    resource_id: bytes
+    provider: bytes
+    publish_tally: tuple[str, tuple[str, ...]]
+    materialised: bool  # its rows go to hub.records
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStatic:
+    topic: str
+    header_tail: list[tuple[str, bytes]]
+    plan: DeliveryPlan | None
+    allowed_entry: dict[str, Any]
+    ok_tally: tuple[str, tuple[str, ...]]
+    denied_tally: tuple[str, tuple[str, ...]]
+    delivered_tally: tuple[str, tuple[str, ...]]
+
+
 @dataclass
 class ExchangeContext:
     """What the hot path needs to decide, all resolved in advance (no I/O while processing a batch).
@@ -118,13 +136,48 @@ class ExchangeContext:
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
     nodes: dict[str, Node] = field(init=False)
-    _routes: dict[tuple[str, str | None], list[Delivery]] = field(init=False)
+    _routes: dict[tuple[str, str | None], list[Delivery]] = field(init=False)  # the cached lists keep the
+    # Delivery objects alive, so their ids key _delivery_static safely
+    _resource_static: dict[str, ResourceStatic] = field(init=False)
+    _delivery_static: dict[int, DeliveryStatic] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
         self.subscriptions = subscriptions_by_resource(self.config.subscriptions)
         self.nodes = {n.id: n for n in self.config.nodes}
         self._routes = {}
+        self._resource_static = {}
+        self._delivery_static = {}
+
+    def resource_static(self, resource: Resource) -> ResourceStatic:
+        """What every event of ``resource`` shares (header bytes, tally key), computed once per context."""
+        found = self._resource_static.get(resource.id)
+        if found is None:
+            tier = resource.tier
+            found = self._resource_static[resource.id] = ResourceStatic(
+                resource.id.encode(), resource.provider.encode(), ("events", ("publish", tier, tier, "ok")),
+                bool(resource.primary_key) and resource.sharing != "none",  # a "none" resource is never called
+            )
+        return found
+
+    def delivery_static(self, resource: Resource, d: Delivery) -> DeliveryStatic:
+        """What every delivery of this route shares (topic, headers, audit entry, masking plan)."""
+        found = self._delivery_static.get(id(d))
+        if found is None:
+            plan = self.delivery_plans.get((resource.id, d.consumer))
+            tier = resource.tier
+            found = self._delivery_static[id(d)] = DeliveryStatic(
+                topic=feed_topic(d.consumer),
+                header_tail=[(H_GRANT, (d.grant or "").encode()), (H_SCENARIO, (d.scenario or "").encode()),
+                             (H_LINEAGE, _lineage(resource.provider, d.consumer))],
+                plan=plan,
+                allowed_entry=delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, ALLOW, d.reason,
+                                             plan.masked_fields if plan is not None else ()),
+                ok_tally=("events", (d.kind, tier, d.to_tier, "ok")),
+                denied_tally=("events", (d.kind, tier, d.to_tier, "denied")),
+                delivered_tally=("records_delivered", (d.direction,)),
+            )
+        return found
 
     def routes(self, resource: Resource, district: str | None) -> list[Delivery]:
         """The deliveries of a record of ``resource`` belonging to ``district`` (cached: this context is one
@@ -259,53 +312,45 @@ def _deliver(
 ) -> None:
     """The feed records of an accepted event and its one audit record: the publish, every delivery and
     refusal listed in its ``deliveries``."""
-    provider = resource.provider
-    tier = resource.tier
+    static = ctx.resource_static(resource)
     key = feed_key(rec, record, resource)
     base_headers = [
-        (H_RESOURCE, resource.id.encode()),
+        (H_RESOURCE, static.resource_id),
         (H_EVENT_ID, event_id.encode()),
-        (H_PROVIDER, provider.encode()),
+        (H_PROVIDER, static.provider),
         (H_INGRESS_TS, str(rec.timestamp_ms).encode()),
     ]
     tally = result.tally
-    tally[("events", ("publish", tier, tier, "ok"))] += 1
+    tally[static.publish_tally] += 1
     entries: list[dict[str, Any]] = []
-    result.audits.append((rec.partition, publish_record(now, event_id, provider, resource.id, tier, key_hash(key),
-                                                        source, entries)))
+    result.audits.append((rec.partition, publish_record(now, event_id, resource.provider, resource.id, resource.tier,
+                                                        key_hash(key), source, entries)))
     assert rec.value is not None  # decode succeeded
-    if resource.primary_key and resource.sharing != "none":  # the current row, for calls (共享调用) only: a "none"
-        # resource can never be called, so it is not materialised
+    if static.materialised:  # the current row, for calls (共享调用)
         row = OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)), rec.value,
                         base_headers)
         result.outputs.append(row)
         result.rows.append((row, record))
+    outputs = result.outputs
     for d in deliveries:
+        out = ctx.delivery_static(resource, d)
         decision = _decide(resource, d, ctx, now, district)
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
             entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, DENY,
                                           str(decision.reason)))
-            tally[("events", (d.kind, tier, d.to_tier, "denied"))] += 1
+            tally[out.denied_tally] += 1
             continue
-        plan = ctx.delivery_plans.get((resource.id, d.consumer))
+        plan = out.plan
         value = rec.value if plan is None else plan.encode(apply_mask(record, plan.plan))
-        lineage = _lineage(provider, d.consumer)
-        headers = base_headers + [
-            (H_GRANT, (d.grant or "").encode()),
-            (H_SCENARIO, (d.scenario or "").encode()),
-            (H_LINEAGE, lineage),
-        ]
-        result.outputs.append(OutRecord(feed_topic(d.consumer), key, value, headers))
-        entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, ALLOW, d.reason,
-                                      plan.masked_fields if plan is not None else ()))
-        tally[("events", (d.kind, tier, d.to_tier, "ok"))] += 1
-        tally[("records_delivered", (d.direction,))] += 1
+        outputs.append(OutRecord(out.topic, key, value, base_headers + out.header_tail))
+        entries.append(out.allowed_entry)  # shared by every event of this route: never mutated
+        tally[out.ok_tally] += 1
+        tally[out.delivered_tally] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
 
 
-@functools.lru_cache(maxsize=4096)
 def _lineage(provider: str, consumer: str) -> bytes:
-    """The ``hub-lineage`` header of a delivery: the hops, as a JSON array (a handful of distinct values)."""
+    """The ``hub-lineage`` header of a delivery: the hops, as a JSON array."""
     return json.dumps([provider, OPERATOR, consumer]).encode()
 
 
