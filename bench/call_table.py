@@ -142,7 +142,8 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"{result['people']:,} people: loaded in {result['load_s']:.0f} s, "
-          f"hub up RSS {result['rss_mb_loaded']:.0f} MB; after a restart calls answered in {result['rebuild_s']:.1f} s (RSS {result['rss_mb_rebuilt']:.0f} MB)")
+          f"hub up RSS {result['rss_mb_loaded']:.0f} MB; after a restart calls answered in "
+          f"{result['rebuild_s']:.1f} s (RSS {result['rss_mb_rebuilt']:.0f} MB)")
 
 
 if __name__ == "__main__":
