@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     )
     app_id: str = Field("hub", description="the workers' consumer group (also prefixes internal group ids)")
     batch_max: int = Field(2000, ge=1, description="records taken from the ingress and call topics per poll batch")
+    test_audit_delay_ms: float = Field(
+        0, ge=0, description="testing only: hold each batch's audit write this long after its acknowledgements, "
+        "so tests can stop a worker with batches in flight. Always 0 in production",
+    )
     log_level: str = Field("WARNING", description="level of the hub's own log (DEBUG, INFO, WARNING, ERROR)")
     consumer_session_timeout: float = Field(
         10.0, gt=0, description="seconds before a silent worker's partitions move to the others"

@@ -94,7 +94,8 @@ class CallState:
         self._index_partitions: list[int] = []
         self._records_partitions = 0
         self.writer_id = uuid.uuid4().hex.encode()  # marks the hub.records rows this worker applied itself
-        self._local: dict[int, deque[tuple[bytes, Row]]] = {}  # per partition: rows applied, not yet read back
+        # per partition: rows applied here, not yet met on the changelog: (key, the very value object applied)
+        self._local: dict[int, deque[tuple[bytes, bytes]]] = {}
         self.applied = 0
         self.applied_locally = 0
 
@@ -215,9 +216,8 @@ class CallState:
                 local = self._local.get(p)
                 for m in msgs:
                     if local and m.key == local[0][0] and _writer(m.headers) == self.writer_id:
-                        key, row = local.popleft()
-                        if table.get(key) is row:  # applied and indexed when it was written: nothing to do
-                            row.offset = m.offset
+                        key, value = local.popleft()
+                        if table.value_of(key) is value:  # applied and indexed when it was written: nothing to do
                             continue
                     self._apply_record(table, m, m.offset >= emit_from, emits)
                 if msgs and msgs[-1].offset + 1 > emit_from:
@@ -264,9 +264,8 @@ class CallState:
             parsed = core.resource_of_store_key(out.key)
             fields = self._indexed(parsed[0]) if parsed is not None else ()
             new = core.index_values(record, fields) if fields else ()
-            row = Row(out.value, -1, now, new)
-            old = self.records[q].apply(out.key, row)
-            self._local.setdefault(q, deque()).append((out.key, row))
+            old = self.records[q].apply(out.key, Row(out.value, -1, now, new))
+            self._local.setdefault(q, deque()).append((out.key, out.value))
             self.applied_locally += 1
             if fields and parsed is not None:
                 before = (old.indexed if old.indexed is not None else self._values(old.value, fields)) if old else ()
@@ -295,7 +294,7 @@ class CallState:
         assert parsed is not None
         new = self._values(m.value, fields)
         if row is not None:
-            row.indexed = new
+            table.set_indexed(m.key, new)
         before = (old.indexed if old.indexed is not None else self._values(old.value, fields)) if old else ()
         if new or before:
             emits.extend(core.index_changes(parsed[0], parsed[1], before, new, m.timestamp))

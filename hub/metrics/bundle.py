@@ -32,6 +32,7 @@ class HubMetrics:
     catalog_resources: Gauge
     audit_chain_ok: Gauge
     consumer_lag: Gauge
+    batches_in_flight: Gauge
     objections_overdue: Gauge
 
     @classmethod
@@ -67,6 +68,10 @@ class HubMetrics:
             consumer_lag=Gauge(
                 "hub_consumer_lag", "Records on ingress not yet processed by this worker (end offset minus "
                 "position, summed over the ingress partitions it owns)", registry=registry,
+            ),
+            batches_in_flight=Gauge(
+                "hub_worker_batches_in_flight", "Batches this worker has decided and sent whose audit records are not "
+                "acknowledged yet (the pipeline's depth)", registry=registry,
             ),
             objections_overdue=Gauge(
                 "hub_objections_overdue", "Objections past the time limit of their current step", registry=registry

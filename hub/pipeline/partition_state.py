@@ -31,7 +31,8 @@ from hub.stats.counts import CountTable, decode_snapshot
 
 log = logging.getLogger("hub.worker")
 
-RESTORE_WINDOW = 300_000  # audit records re-read for dedupe: far more than one commit interval of events
+RESTORE_WINDOW = 100_000  # audit records (one per event) re-read for dedupe: far more than the few batches
+# in flight between two commits, which is all a crash or rebalance redelivers
 
 
 @dataclass

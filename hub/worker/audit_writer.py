@@ -37,8 +37,11 @@ class AuditWriter:
     """``hub.ports.AuditSink`` over the worker's producer and partition states."""
 
     def __init__(self, sender: BatchSender, partitions: PartitionStates,
-                 on_failure: Callable[[BaseException], None]) -> None:
+                 on_failure: Callable[[BaseException], None], *, in_flight: Any = None, test_delay_s: float = 0.0,
+                 ) -> None:
         self.sender = sender
+        self.in_flight = in_flight  # a Gauge of the submissions not yet written, if given
+        self.test_delay_s = test_delay_s
         self.partitions = partitions
         self.on_failure = on_failure
         self.encode: Callable[[dict[str, Any]], bytes] | None = None  # the AuditRecord encoder, set at start
@@ -60,6 +63,8 @@ class AuditWriter:
         task = asyncio.ensure_future(self._complete(prev, sealed, sent, audits, on_written, tuple(tick)))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
+        if self.in_flight is not None:
+            self.in_flight.set(len(self._inflight))
         return task
 
     async def drain(self) -> None:
@@ -78,6 +83,8 @@ class AuditWriter:
 
     def _finished(self, task: asyncio.Future[None]) -> None:
         self._inflight.discard(task)
+        if self.in_flight is not None:
+            self.in_flight.set(len(self._inflight))
         if not task.cancelled() and task.exception() is not None:
             self.on_failure(task.exception())  # type: ignore[arg-type]
 
@@ -88,6 +95,8 @@ class AuditWriter:
         try:
             if sent:
                 await asyncio.gather(*sent)  # the feeds are acknowledged before their audit records exist
+            if self.test_delay_s and audits:
+                await asyncio.sleep(self.test_delay_s)  # settings.test_audit_delay_ms: tests only
             if prev is not None:
                 await prev  # seal in submission order: every partition's chain stays in order
             pending = await self._seal_and_enqueue(audits, tick)

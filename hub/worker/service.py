@@ -85,7 +85,8 @@ class HubWorker(mode.Service):
         self.control = ControlView(settings, self.registry, bootstrap=bootstrap)
         self.sender = BatchSender()
         self.partitions = PartitionStates(settings, bootstrap, self.registry)
-        self.audit = AuditWriter(self.sender, self.partitions, on_failure=self._fatal)
+        self.audit = AuditWriter(self.sender, self.partitions, on_failure=self._fatal,
+                                 in_flight=metrics.batches_in_flight, test_delay_s=settings.test_audit_delay_ms / 1000)
         self.calls = CallAgent(settings, bootstrap, self.registry, self.control, self.sender, self.partitions,
                                self.audit, metrics, beacon=self.beacon)
         self.exchange = ExchangeAgent(self.registry, self.control, self.sender, self.partitions, self.audit,

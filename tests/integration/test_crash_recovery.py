@@ -206,3 +206,71 @@ async def reconcile_and_compare_stats(hub: HubProcess, bootstrap: str, tmp_path:
         return counts["by_direction"] == expected and counts["by_action"].get("publish") == published
 
     assert await wait_for(stats_match, 30), "/v1/stats does not equal the deliveries counted on the feeds"
+
+
+async def test_sigkill_while_the_next_batch_is_decided_and_acknowledgements_are_pending(
+        own_broker: str, tmp_path: Path) -> None:
+    """The worker holds each batch's audit write (``HUB_TEST_AUDIT_DELAY_MS``), so batch n+1 is decided and sent
+    while batch n waits; it is SIGKILLed with batches in flight. Restarted (without the delay), every event
+    reaches its feeds, and the audit log and counts hold exactly one entry per event."""
+    app_id = f"inflight-{uuid.uuid4().hex[:6]}"
+    env = {"HUB_TOPIC_PARTITIONS": str(PARTITIONS)}
+    hub = start_hub(own_broker, tmp_path / "up", free_port(), app_id,
+                    extra_env={**env, "HUB_TEST_AUDIT_DELAY_MS": "1500"})
+    try:
+        async with RegistryClient(hub.api, token=hub.token) as registry:
+            schema_id = await registry.register(f"{RESOURCE}-value", json.dumps(SCHEMA))
+        make = record_generator(SCHEMA)
+        rng = random.Random(7)
+        events = [(str(uuid.uuid4()), make(rng)) for _ in range(3000)]
+        load = asyncio.ensure_future(publish_continuously(own_broker, schema_id, events, rate=1000))
+
+        async def batches_in_flight() -> bool:
+            return hub.metrics().get(("hub_worker_batches_in_flight", ()), 0) >= 2
+
+        assert await wait_for(batches_in_flight, 120), "the worker never had two batches in flight"
+        hub.proc.send_signal(signal.SIGKILL)  # batch n+1 decided and sent, batch n's audit write pending
+        hub.proc.wait()
+        await load
+        hub = start_hub(own_broker, tmp_path / "up", free_port(), app_id, extra_env=env)
+        ids = {eid for eid, _ in events}
+
+        async def all_delivered_and_audited() -> bool:
+            feed = await read_all(own_broker, ["feed.municipal.civil-affairs"])
+            if not ids <= {dict(m.headers).get(H_EVENT_ID, b"").decode() for m in feed}:
+                return False
+            audits = await read_all(own_broker, [AUDIT_TOPIC])
+            audited = {framing.decode_body(framing.split(m.value)[1], AUDIT_PARSED)["event_id"] for m in audits}
+            return ids <= audited
+
+        assert await wait_for(all_delivered_and_audited, 180), "not every event was delivered and audited"
+
+        async def counted() -> bool:  # the last count snapshot covers the whole audit log
+            result = subprocess.run(
+                [sys.executable, "-m", "hub.cli.main", "audit", "reconcile", "--bootstrap", own_broker,
+                 "--registry", hub.api, "--json"],
+                env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True,
+                timeout=120)
+            report = json.loads(result.stdout or "{}")
+            return result.returncode == 0 and all(p["uncovered"] == 0 for p in report.get("partitions", []))
+
+        assert await wait_for(counted, 60), "audit reconcile never came out equal"
+        verify = subprocess.run(
+            [sys.executable, "-m", "hub.cli.main", "audit", "verify", "--bootstrap", own_broker,
+             "--registry", hub.api, "--json"],
+            env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True, timeout=120,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    finally:
+        code = hub.stop()
+    assert code == 0, hub.log_file.read_text()[-3000:]
+    audits = await read_all(own_broker, [AUDIT_TOPIC])
+    decoded = [framing.decode_body(framing.split(m.value)[1], AUDIT_PARSED) for m in audits]
+    per_event = Counter(a["event_id"] for a in decoded if a["event_id"] in ids)
+    assert len(per_event) == len(events) and max(per_event.values()) == 1  # exactly one audit record per event
+    feeds = await read_all(own_broker, ["feed.municipal.civil-affairs"] +
+                           [f"feed.district.{r['district']}" for _, r in events])
+    delivered = Counter((m.topic, dict(m.headers)[H_EVENT_ID].decode()) for m in feeds)
+    for event_id, record in events:
+        assert delivered[("feed.municipal.civil-affairs", event_id)] >= 1
+        assert delivered[(f"feed.district.{record['district']}", event_id)] >= 1

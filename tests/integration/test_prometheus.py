@@ -36,7 +36,7 @@ SPEC_METRICS = (
     "hub_event_latency_seconds_bucket", "hub_event_latency_seconds_count", "hub_event_latency_seconds_sum",
     "hub_objections_open", "hub_catalog_resources", "hub_audit_chain_ok",
 )
-TEAM_METRICS = ("hub_consumer_lag", "hub_objections_overdue")
+TEAM_METRICS = ("hub_consumer_lag", "hub_worker_batches_in_flight", "hub_objections_overdue")
 
 
 class Prometheus:

@@ -28,7 +28,7 @@ GRAFANA = DEPLOY / "grafana"
 COMPOSE = ROOT / "docker-compose.yml"
 DASHBOARD = GRAFANA / "dashboards" / "hub.json"
 
-# The metric contract (docs/contract.md, with its labels), plus the two gauges the team adds, plus Prometheus's own.
+# The metric contract (docs/contract.md, with its labels), plus the gauges the team adds, plus Prometheus's own.
 SPEC_LABELS = {
     "hub_events_total": ("kind", "from_tier", "to_tier", "outcome"),
     "hub_records_delivered_total": ("direction",),
@@ -39,6 +39,7 @@ SPEC_LABELS = {
     "hub_catalog_resources": ("tier",),
     "hub_audit_chain_ok": (),
     "hub_consumer_lag": (),
+    "hub_worker_batches_in_flight": (),
     "hub_objections_overdue": (),
 }
 CONTRACT_METRICS = {
@@ -51,6 +52,7 @@ CONTRACT_METRICS = {
     "hub_catalog_resources",
     "hub_audit_chain_ok",
     "hub_consumer_lag",
+    "hub_worker_batches_in_flight",
     "hub_objections_overdue",
 }
 HISTOGRAM_SERIES = {f"hub_event_latency_seconds{suffix}" for suffix in ("_bucket", "_sum", "_count")}
