@@ -107,7 +107,7 @@ class CallState:
         self._index_sender = BatchSender(self._index_producer)
         self.consumer = make_consumer(
             self.settings, self.bootstrap, group_id=f"{self.settings.app_id}.calls-state",
-            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=500,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=1024 * 1024, fetch_max_wait_ms=500,
         )
         await self.consumer.start()
         self._offsets = make_consumer(self.settings, self.bootstrap)
