@@ -201,7 +201,7 @@ class CallState:
 
     async def _step(self) -> None:
         assert self.consumer is not None
-        batch = await self.consumer.getmany(timeout_ms=1000, max_records=20_000)
+        batch = await self.consumer.getmany(timeout_ms=1000, max_records=2_000)  # short steps: the loop is shared
         emits: list[core.IndexChange] = []
         record_values = [m.value for tp, msgs in batch.items() if tp.topic == RECORDS_TOPIC for m in msgs]
         if record_values and self.registry is not None:
