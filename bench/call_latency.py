@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.throughput import append_result, create_topics, run_on_a_broker, start_hub, stop_hub
+from bench.throughput import add_output_options, create_topics, run_and_record, start_hub, stop_hub
 from hub.broker.manager import free_port
 from hub.calls.client import CallClient
 from hub.contract import H_RESOURCE
@@ -264,13 +264,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--concurrency", default="1,16", help="calls in flight, comma-separated levels")
     parser.add_argument("--workers", type=int, default=2, help="measure with 1, then up to this many workers")
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "call_latency.json"),
-                        help="append the result to this JSON file (bench/report.py charts it)")
-    parser.add_argument("--json", action="store_true")
+    add_output_options(parser, "call_latency")
     args = parser.parse_args()
-    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-calls-")
-    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    append_result(Path(args.out), result)
+    result = run_and_record(lambda bootstrap, state: run(args, bootstrap, state), args.out, "hub-bench-calls-")
     if args.json:
         print(json.dumps(result))
         return

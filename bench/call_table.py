@@ -25,7 +25,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.call_latency import CALLER, PERSON, SCENARIO, call_grant, person, resident_ids
-from bench.throughput import append_result, run_on_a_broker, start_hub, stop_hub
+from bench.throughput import add_output_options, run_and_record, start_hub, stop_hub
 from hub.broker.manager import free_port
 from hub.calls.client import CallClient
 from hub.contract import H_RESOURCE, RECORDS_TOPIC, ingress_topic
@@ -132,12 +132,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "call_table.json"))
-    parser.add_argument("--json", action="store_true")
+    add_output_options(parser, "call_table")
     args = parser.parse_args()
-    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-table-")
-    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    append_result(Path(args.out), result)
+    result = run_and_record(lambda bootstrap, state: run(args, bootstrap, state), args.out, "hub-bench-table-")
     if args.json:
         print(json.dumps(result))
         return

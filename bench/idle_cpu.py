@@ -18,9 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.throughput import append_result, run_on_a_broker, start_hub, stop_hub
+from bench.throughput import add_output_options, run_and_record, start_hub, stop_hub
 from hub.broker.manager import free_port
-from hub.settings import REPO_ROOT
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -68,12 +67,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=15.0)
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "idle_cpu.json"))
-    parser.add_argument("--json", action="store_true")
+    add_output_options(parser, "idle_cpu")
     args = parser.parse_args()
-    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-idle-")
-    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    append_result(Path(args.out), result)
+    result = run_and_record(lambda bootstrap, state: run(args, bootstrap, state), args.out, "hub-bench-idle-")
     if args.json:
         print(json.dumps(result))
         return

@@ -331,13 +331,9 @@ def main() -> None:
                         help="seconds of paced publishing at half the measured rate (0: skip)")
     parser.add_argument("--profile", help="write a py-spy raw profile of the hub while it drains to this file")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
-    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / "throughput.json"),
-                        help="append the result to this JSON file (bench/report.py charts it)")
-    parser.add_argument("--json", action="store_true")
+    add_output_options(parser, "throughput")
     args = parser.parse_args()
-    result = run_on_a_broker(lambda bootstrap, state: run(args, bootstrap, state), prefix="hub-bench-")
-    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    append_result(Path(args.out), result)
+    result = run_and_record(lambda bootstrap, state: run(args, bootstrap, state), args.out, "hub-bench-")
     if args.json:
         print(json.dumps(result))
         return
@@ -349,6 +345,22 @@ def main() -> None:
         print(f"ingress-to-feed at {result['latency_rate_events_per_s']:,.0f} events/s (half the hub's rate): "
               f"p50 {result['latency_p50_ms']:.0f} ms, p99 {result['latency_p99_ms']:.0f} ms "
               f"({result['latency_received']:,} of {result['latency_sent']:,} delivered)")
+
+
+def add_output_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--out`` (the JSON history this benchmark appends to; bench/report.py charts it) and ``--json``."""
+    parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results" / f"{name}.json"),
+                        help="append the result to this JSON file (bench/report.py charts it)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_and_record(bench: Callable[[str, Path], Coroutine[Any, Any, dict[str, Any]]], out: str,
+                   prefix: str) -> dict[str, Any]:
+    """Run a benchmark on a broker (``run_on_a_broker``), stamp the result and append it to ``out``."""
+    result = run_on_a_broker(bench, prefix=prefix)
+    result["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    append_result(Path(out), result)
+    return result
 
 
 def append_result(path: Path, result: dict[str, Any]) -> None:

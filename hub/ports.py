@@ -10,7 +10,13 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+import mode
+
 from hub.broker.records import OutRecord
+from hub.broker.sender import BatchSender
+from hub.control.view import ControlView
+from hub.metrics.bundle import HubMetrics
+from hub.registry.client import RegistryClient
 
 Audit = tuple[int, dict[str, Any]]  # (partition index whose chain records it, unsealed AuditRecord)
 
@@ -50,3 +56,17 @@ class RowSink(Protocol):
     def materialise(self, rows: Sequence[tuple[OutRecord, Mapping[str, Any]]]) -> list[OutRecord]:
         """Apply rows about to be written (marking them as this worker's); returns index records to write too."""
         ...
+
+
+class Agent(mode.Service):
+    """Base of the worker's child agents: what the worker lends each of them, by interface."""
+
+    def __init__(self, registry: RegistryClient, control: ControlView, sender: BatchSender,
+                 partitions: PartitionOwner, audit: AuditSink, metrics: HubMetrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registry = registry
+        self.control = control
+        self.sender = sender
+        self.partitions = partitions
+        self.audit = audit
+        self.metrics = metrics

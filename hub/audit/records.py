@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from hub.broker.records import RawRecord
 from hub.contract import H_EVENT_ID, H_RULE
 
 PUBLISH = "publish"
@@ -23,17 +24,6 @@ QUARANTINE = "quarantine"
 ALLOW = "allow"
 DENY = "deny"
 ACCEPTED = "accepted"  # the reason of a publish
-
-
-class IngressPosition(Protocol):
-    """What a quarantine needs of the rejected Kafka record (``hub.pipeline.core.RawRecord`` has it)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
 
 
 def source_of(topic: str, partition: int, offset: int) -> str:
@@ -91,7 +81,7 @@ def delivery_entry(
 
 
 def quarantine_value(
-    rec: IngressPosition, event_id: str, now: int, node: str, rule: str, reason: str, resource: str | None,
+    rec: RawRecord, event_id: str, now: int, node: str, rule: str, reason: str, resource: str | None,
 ) -> dict[str, Any]:
     """The QuarantineRecord (``schemas/hub/quarantine_record.avsc``) of a rejected record, original bytes kept.
 

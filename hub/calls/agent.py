@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import mode
-
 from hub.audit import records
 from hub.broker.records import OutRecord, RawRecord, partition_of
 from hub.broker.sender import BatchSender, gather_all
@@ -50,7 +48,7 @@ from hub.contract import (
 from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
 from hub.policy.masking import apply_mask, derived_schema
-from hub.ports import Audit, AuditSink, PartitionOwner
+from hub.ports import Agent, Audit, AuditSink, PartitionOwner
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
 from hub.registry.files import CALL_REPLY_SCHEMA_FILE, CALL_REQUEST_SCHEMA_FILE, schema_text
@@ -62,20 +60,14 @@ QUARANTINE_RULE = "bad_call_request"
 MAX_QUEUED_BATCHES = 64
 
 
-class CallAgent(mode.Service):
+class CallAgent(Agent):
     """Decides call batches with ``hub.calls.core``, sends, audits, counts."""
 
     def __init__(self, settings: Settings, bootstrap: str, registry: RegistryClient, control: ControlView,
                  sender: BatchSender, partitions: PartitionOwner, audit: AuditSink, metrics: HubMetrics,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(registry, control, sender, partitions, audit, metrics, **kwargs)
         self.settings = settings
-        self.registry = registry
-        self.control = control
-        self.sender = sender
-        self.partitions = partitions
-        self.audit = audit
-        self.metrics = metrics
         self.tables = CallState(settings, bootstrap)
         self.view: CallView | None = None
         self.reply_encode: Callable[[dict[str, Any]], bytes] | None = None

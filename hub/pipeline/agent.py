@@ -23,8 +23,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import mode
-
 from hub.broker.records import RawRecord
 from hub.broker.sender import BatchSender
 from hub.catalogue.model import ExchangeConfig
@@ -34,7 +32,7 @@ from hub.metrics.bundle import HubMetrics
 from hub.pipeline.core import BatchResult, DeliveryPlan, EncodedSchema, ExchangeContext, process_batch
 from hub.policy.masking import derived_schema, is_passthrough, plan_for
 from hub.policy.model import Grant
-from hub.ports import AuditSink, PartitionOwner, RowSink
+from hub.ports import Agent, AuditSink, PartitionOwner, RowSink
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 
@@ -43,20 +41,14 @@ log = logging.getLogger("hub.exchange")
 NEGATIVE_TTL_S = 5.0  # how long an unknown schema id (or an unbound one) is not asked for again
 
 
-class ExchangeAgent(mode.Service):
+class ExchangeAgent(Agent):
     """Decides ingress batches with ``process_batch`` and sends what they produce."""
 
     def __init__(self, registry: RegistryClient, control: ControlView, sender: BatchSender,
                  partitions: PartitionOwner, audit: AuditSink, metrics: HubMetrics, rows: RowSink | None = None,
                  **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(registry, control, sender, partitions, audit, metrics, **kwargs)
         self.rows = rows
-        self.registry = registry
-        self.control = control
-        self.sender = sender
-        self.partitions = partitions
-        self.audit = audit
-        self.metrics = metrics
         self.audit_schema: EncodedSchema | None = None  # set by the worker once the hub's schemas are registered
         self.quarantine_schema: EncodedSchema | None = None
         self.ctx: ExchangeContext | None = None

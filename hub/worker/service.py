@@ -217,10 +217,12 @@ class HubWorker(mode.Service):
             self._track(self.calls.submit(calls), call_offsets)
 
     async def _backpressure(self) -> None:
-        while self.audit.pending > MAX_BATCHES_IN_FLIGHT or self.calls.backlog > MAX_CALL_BACKLOG:
+        """Before the next batch: fewer than ``MAX_BATCHES_IN_FLIGHT`` exchange batches unwritten (so at most that
+        many after it) and a bounded call queue."""
+        while self.audit.pending >= MAX_BATCHES_IN_FLIGHT or self.calls.backlog > MAX_CALL_BACKLOG:
             await asyncio.sleep(0)  # let acknowledgements be handled first
-            if self.audit.pending > MAX_BATCHES_IN_FLIGHT:
-                await self.audit.wait_below(MAX_BATCHES_IN_FLIGHT + 1)
+            if self.audit.pending >= MAX_BATCHES_IN_FLIGHT:
+                await self.audit.wait_below(MAX_BATCHES_IN_FLIGHT)
             if self.calls.backlog > MAX_CALL_BACKLOG:
                 await self.calls.wait_backlog_below(MAX_CALL_BACKLOG + 1)
 
