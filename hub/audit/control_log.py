@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -42,11 +41,11 @@ from hub.broker.topics import CONTROL_AUDIT, ensure_topics
 from hub.catalogue.model import tier_of
 from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, H_EVENT_ID, NODES_TOPIC, OPERATOR, SCENARIOS_TOPIC
 from hub.registry import framing
-from hub.settings import REPO_ROOT, Settings
+from hub.registry.files import AUDIT_SCHEMA_FILE, schema_text
+from hub.settings import Settings
 
 log = logging.getLogger("hub.audit")
 
-AUDIT_SCHEMA_FILE = "schemas/hub/audit_record.avsc"
 MAX_TEXT = 2000  # caller-controlled text (claimed user names, paths) is cut to this in audit records
 PARTITION = 0
 
@@ -247,7 +246,7 @@ class ControlAuditLog:
     async def start(self) -> None:
         """Create the topic if missing, register the schema, resume the chain from the last record."""
         await ensure_topics(self.settings, self.bootstrap, [self.topic], spec=CONTROL_AUDIT)
-        text = json.dumps(json.loads((REPO_ROOT / AUDIT_SCHEMA_FILE).read_text(encoding="utf-8")))
+        text = schema_text(AUDIT_SCHEMA_FILE)
         schema_id = await self.schemas.register(f"{self.topic}-value", text)
         self._encode = framing.make_encoder(schema_id, text)
         self._producer = make_producer(self.settings, self.bootstrap, enable_idempotence=True)

@@ -25,7 +25,8 @@ from hub.calls.core import CallRequest
 from hub.contract import H_REQUEST_ID, REQUEST_SUBJECT, call_reply_topic, call_request_topic
 from hub.registry import framing
 from hub.registry.client import RegistryClient
-from hub.settings import REPO_ROOT, Settings
+from hub.registry.files import CALL_REQUEST_SCHEMA_FILE, schema_text
+from hub.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,6 @@ def endpoints(settings: Settings) -> Endpoints:
         bootstrap = running.bootstrap
     registry = settings.registry_url or status.get("registry") or status.get("api") or settings.api_url
     return Endpoints(str(bootstrap), str(registry))
-
-
-def schema_text(relative: str) -> str:
-    return json.dumps(json.loads((REPO_ROOT / relative).read_text(encoding="utf-8")))
 
 
 # ------------------------------------------------------------------------------------------------ calls
@@ -92,7 +89,7 @@ class CallClient:
     _encode: Any = None
 
     async def start(self) -> CallClient:
-        request_id = await self.registry.register(REQUEST_SUBJECT, schema_text("schemas/hub/call_request.avsc"))
+        request_id = await self.registry.register(REQUEST_SUBJECT, schema_text(CALL_REQUEST_SCHEMA_FILE))
         request = await self.registry.schema_by_id(request_id)
         self._encode = framing.make_encoder(request_id, request.schema_str)
         self.producer = make_producer(self.settings, self.bootstrap)

@@ -7,7 +7,6 @@ record back given a ``schema id -> parsed schema`` lookup (the registry client's
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,7 +15,7 @@ from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOP
 from hub.control.state import CatalogEntry, NodeEntry, ScenarioEntry
 from hub.policy.model import Grant
 from hub.registry import framing
-from hub.settings import REPO_ROOT
+from hub.registry.files import schema_text as file_text
 
 SCHEMA_FILES: Mapping[str, str] = {
     NODES_TOPIC: "schemas/hub/node_event.avsc",
@@ -45,7 +44,7 @@ def subject_of(topic: str) -> str:
 
 def schema_text(topic: str) -> str:
     """The value schema of a control topic, as compact JSON."""
-    return json.dumps(json.loads((REPO_ROOT / SCHEMA_FILES[topic]).read_text(encoding="utf-8")))
+    return file_text(SCHEMA_FILES[topic])
 
 
 def key_of(topic: str, entity: Entity) -> str:

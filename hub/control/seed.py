@@ -33,15 +33,15 @@ from hub.control.schemas import SchemaSource
 from hub.control.service import ControlService, now_ms
 from hub.control.state import CatalogEntry, ControlState, ScenarioEntry
 from hub.policy.model import Scenario
-from hub.settings import REPO_ROOT
+from hub.registry.files import AUDIT_SCHEMA_FILE, QUARANTINE_SCHEMA_FILE, schema_text
 
 log = logging.getLogger("hub.control")
 
-# The hub's own value schemas the exchange worker registers (hub.pipeline.worker): registered here at start as
+# The hub's own value schemas the worker registers (hub.worker.service): registered here at start as
 # well, so a worker finds them already there (a registration that changes nothing needs no token).
 HUB_SCHEMAS = {
-    AUDIT_SUBJECT: "schemas/hub/audit_record.avsc",
-    QUARANTINE_SUBJECT: "schemas/hub/quarantine_record.avsc",
+    AUDIT_SUBJECT: AUDIT_SCHEMA_FILE,
+    QUARANTINE_SUBJECT: QUARANTINE_SCHEMA_FILE,
 }
 
 
@@ -159,7 +159,7 @@ async def register_hub_schemas(schemas: SchemaSource) -> None:
     """Register :data:`HUB_SCHEMAS` (a failure is logged: the worker reports it again when it registers)."""
     for subject, relative in HUB_SCHEMAS.items():
         try:
-            text = json.dumps(json.loads((REPO_ROOT / relative).read_text(encoding="utf-8")))
+            text = schema_text(relative)
             await schemas.register(subject, text)
         except Exception as exc:
             log.warning("could not register %s from %s: %s", subject, relative, exc)
