@@ -87,10 +87,27 @@ def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     deliveries = content.get("deliveries")
     if deliveries is not None:
         if deliveries:
-            content["deliveries"] = [{k: v for k, v in d.items() if v not in _EMPTY} for d in deliveries]
+            content["deliveries"] = [_clean_entry(d) for d in deliveries]
         else:
             del content["deliveries"]
     return _ENCODE(content).encode()
+
+
+_CLEANED: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+
+
+def _clean_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """An AuditDelivery without its null or empty fields. The hot path shares one entry object between every
+    event of a route (never mutated), so the cleaned copy is cached by identity (the cache holds the entry,
+    so its id cannot be reused while cached; bounded)."""
+    cached = _CLEANED.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    cleaned = {k: v for k, v in entry.items() if v not in _EMPTY}
+    if len(_CLEANED) >= 4096:
+        _CLEANED.clear()
+    _CLEANED[id(entry)] = (entry, cleaned)
+    return cleaned
 
 
 def record_hash(record: Mapping[str, Any], key: bytes | None = None) -> str:

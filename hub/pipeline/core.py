@@ -9,6 +9,7 @@ No I/O here: the worker shell resolves schemas before calling ``process_batch`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -229,7 +230,19 @@ def event_id_for(rec: RawRecord, headers: Mapping[str, bytes]) -> str:
             text = ""
         if text and len(text) <= MAX_EVENT_ID_LENGTH and text.isprintable():
             return text
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{rec.topic}/{rec.partition}/{rec.offset}"))
+    return derived_event_id(f"{rec.topic}/{rec.partition}/{rec.offset}")
+
+
+_NAMESPACE_BYTES = EVENT_ID_NAMESPACE.bytes
+
+
+def derived_event_id(position: str) -> str:
+    """``str(uuid.uuid5(EVENT_ID_NAMESPACE, position))``, computed directly (a third of the time: no UUID object)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + position.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def primary_key_value(record: Mapping[str, Any], resource: Resource) -> str:

@@ -477,3 +477,15 @@ def test_seal_batch_costs_little_next_to_avro() -> None:
     assert writer.state.head == records[-1]["hash"]
     out = io.BytesIO()
     fastavro.schemaless_writer(out, AUDIT, records[-1])  # every sealed record is a valid AuditRecord
+
+
+def test_a_shared_delivery_entry_hashes_like_a_fresh_copy() -> None:
+    """The hot path shares one entry dict between events of a route; the cached cleaning changes nothing."""
+    from hub.audit.chain import canonical_bytes
+
+    entry = {"counterparty": "district.310115", "scenario": None, "grant": "g1", "to_tier": "district",
+             "direction": "down", "decision": "allow", "reason": "locality-return", "masked_fields": []}
+    first = {"event_id": "e1", "action": "publish", "deliveries": [entry]}
+    second = {"event_id": "e2", "action": "publish", "deliveries": [entry]}
+    assert canonical_bytes(first) == canonical_bytes({**first, "deliveries": [dict(entry)]})
+    assert canonical_bytes(second) == canonical_bytes({**second, "deliveries": [dict(entry)]})

@@ -270,3 +270,14 @@ def test_one_audit_record_counts_what_the_publish_delivery_and_denial_records_co
     recount = Recount()
     recount.add(0, 0, decoded)
     assert recount.tables[0] == then
+
+
+def test_derived_event_ids_are_exactly_uuid5_of_the_position() -> None:
+    """Ids derived before and after the fast derivation are the same (dedupe across an upgrade)."""
+    import uuid
+
+    from hub.pipeline.core import EVENT_ID_NAMESPACE, derived_event_id
+
+    positions = ("ingress.municipal.health/0/0", "ingress.district.310115/11/98765432101", "ingress.x/1/" + "9" * 40)
+    for position in positions:
+        assert derived_event_id(position) == str(uuid.uuid5(EVENT_ID_NAMESPACE, position))
