@@ -66,6 +66,7 @@ from hub.worker.partitions import PartitionStates
 log = logging.getLogger("hub.worker")
 
 MAX_BATCHES_IN_FLIGHT = 4  # exchange batches decided but not yet audited (bounds memory and redelivery)
+SMALL_BATCH = 500  # records taken per poll while the worker keeps up (settings.batch_max while it catches up)
 MAX_CALL_BACKLOG = 16  # call batches queued behind the call agent before the intake waits
 IDLE_TICK_S = 1.0  # snapshots and due checkpoints of quiet partitions; nothing is done when nothing changed
 LAG_EVERY_S = 5.0
@@ -175,11 +176,16 @@ class HubWorker(mode.Service):
         consumer = self.consumer
         assert consumer is not None
         batch_max = self.settings.batch_max
+        small = min(SMALL_BATCH, batch_max)
+        take = small
         while not self._stopping:
             generation = self._generation
-            polled = await consumer.getmany(timeout_ms=1000, max_records=batch_max)
+            polled = await consumer.getmany(timeout_ms=1000, max_records=take)
             if not polled:
                 continue
+            # Keeping up: small batches, so no record waits behind a long batch (latency). A full poll means
+            # a backlog: large batches until it is gone (throughput: fewer produce requests per event).
+            take = batch_max if sum(map(len, polled.values())) >= take else small
             async with self._dispatch:
                 if self._stopping:
                     break
