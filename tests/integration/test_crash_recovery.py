@@ -92,6 +92,24 @@ async def publish_continuously(bootstrap: str, schema_id: int, events: list[tupl
         await producer.stop()
 
 
+async def vaccination_events(hub: HubProcess, n: int, *, seed: int) -> tuple[int, list[tuple[str, dict]]]:
+    """The vaccination schema registered, and ``n`` (event id, record) pairs to publish."""
+    async with RegistryClient(hub.api, token=hub.token) as registry:
+        schema_id = await registry.register(f"{RESOURCE}-value", json.dumps(SCHEMA))
+    make = record_generator(SCHEMA)
+    rng = random.Random(seed)
+    return schema_id, [(str(uuid.uuid4()), make(rng)) for _ in range(n)]
+
+
+def audit_cli(hub: HubProcess, bootstrap: str, tmp_path: Path, verb: str) -> subprocess.CompletedProcess[str]:
+    """``hub audit <verb> --json`` against the test's broker and the hub's registry."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli.main", "audit", verb, "--bootstrap", bootstrap, "--registry", hub.api,
+         "--json"],
+        env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True, timeout=120,
+    )
+
+
 async def wait_for(predicate, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -109,11 +127,7 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
     (tmp_path / "w").mkdir()
     worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
     try:
-        async with RegistryClient(hub.api, token=hub.token) as registry:
-            schema_id = await registry.register(f"{RESOURCE}-value", json.dumps(SCHEMA))
-        make = record_generator(SCHEMA)
-        rng = random.Random(99)
-        events = [(str(uuid.uuid4()), make(rng)) for _ in range(6000)]
+        schema_id, events = await vaccination_events(hub, 6000, seed=99)
         await asyncio.sleep(8)  # both workers in the group
         load = asyncio.ensure_future(publish_continuously(own_broker, schema_id, events, rate=600))
         await asyncio.sleep(4)
@@ -132,11 +146,7 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
         assert await wait_for(all_delivered, 180), "not every event reached the lateral subscriber"
         await asyncio.sleep(3)  # let the last audit batch and count snapshot land
         # the hash chain survived the takeovers: every partition continues from the last record written
-        verify = subprocess.run(
-            [sys.executable, "-m", "hub.cli.main", "audit", "verify", "--bootstrap", own_broker,
-             "--registry", hub.api, "--json"],
-            env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True, timeout=120,
-        )
+        verify = audit_cli(hub, own_broker, tmp_path, "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
         await reconcile_and_compare_stats(hub, own_broker, tmp_path, len(events))
     finally:
@@ -182,11 +192,7 @@ AUDIT_PARSED = framing.parse_schema((REPO_ROOT / "schemas/hub/audit_record.avsc"
 async def reconcile_and_compare_stats(hub: HubProcess, bootstrap: str, tmp_path: Path, published: int) -> None:
     """After the SIGKILL and restart: every counter recomputed from the audit log equals the durable counts, and
     /v1/stats equals the test's own count of distinct deliveries on the feeds."""
-    reconcile = subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", "audit", "reconcile", "--bootstrap", bootstrap, "--registry", hub.api,
-         "--json"],
-        env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True, timeout=120,
-    )
+    reconcile = audit_cli(hub, bootstrap, tmp_path, "reconcile")
     assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
     result = json.loads(reconcile.stdout)
     assert result["status"] == "equal" and result["differences"] == [] and result["duplicate_count"] == 0
@@ -218,11 +224,7 @@ async def test_sigkill_while_the_next_batch_is_decided_and_acknowledgements_are_
     hub = start_hub(own_broker, tmp_path / "up", free_port(), app_id,
                     extra_env={**env, "HUB_TEST_AUDIT_DELAY_MS": "1500"})
     try:
-        async with RegistryClient(hub.api, token=hub.token) as registry:
-            schema_id = await registry.register(f"{RESOURCE}-value", json.dumps(SCHEMA))
-        make = record_generator(SCHEMA)
-        rng = random.Random(7)
-        events = [(str(uuid.uuid4()), make(rng)) for _ in range(3000)]
+        schema_id, events = await vaccination_events(hub, 3000, seed=7)
         load = asyncio.ensure_future(publish_continuously(own_broker, schema_id, events, rate=1000))
 
         async def batches_in_flight() -> bool:
@@ -246,20 +248,12 @@ async def test_sigkill_while_the_next_batch_is_decided_and_acknowledgements_are_
         assert await wait_for(all_delivered_and_audited, 180), "not every event was delivered and audited"
 
         async def counted() -> bool:  # the last count snapshot covers the whole audit log
-            result = subprocess.run(
-                [sys.executable, "-m", "hub.cli.main", "audit", "reconcile", "--bootstrap", own_broker,
-                 "--registry", hub.api, "--json"],
-                env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True,
-                timeout=120)
+            result = audit_cli(hub, own_broker, tmp_path, "reconcile")
             report = json.loads(result.stdout or "{}")
             return result.returncode == 0 and all(p["uncovered"] == 0 for p in report.get("partitions", []))
 
         assert await wait_for(counted, 60), "audit reconcile never came out equal"
-        verify = subprocess.run(
-            [sys.executable, "-m", "hub.cli.main", "audit", "verify", "--bootstrap", own_broker,
-             "--registry", hub.api, "--json"],
-            env=dict(os.environ, HUB_STATE_DIR=str(tmp_path / "verify")), capture_output=True, text=True, timeout=120,
-        )
+        verify = audit_cli(hub, own_broker, tmp_path, "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:
         code = hub.stop()

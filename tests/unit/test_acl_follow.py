@@ -19,11 +19,11 @@ from hub.acl.follow import AclFollower, chain_listeners, node_changes
 from hub.acl.sync import SyncReport
 from hub.api.app import create_api
 from hub.contract import GRANTS_TOPIC, NODES_TOPIC, node_topics
-from hub.control.codec import key_of
-from hub.control.service import ControlService, _stored
 from hub.control.state import ControlState, NodeEntry
 from hub.registry.service import RegistryService
 from hub.settings import Settings
+
+from .test_grants_api import MemoryControl
 
 NOW = 1_700_000_000_000
 PUDONG, HEALTH = "district.310115", "municipal.health"
@@ -254,23 +254,6 @@ class FakeSchemas:
         return None
 
 
-class MemoryControl(ControlService):
-    """The real ControlService operations and change listener, applied to its state instead of Kafka."""
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    async def run(self, operation):  # noqa: ANN001, ANN201
-        result, changes = operation(self.state)
-        before = [_stored(self.state, t, key_of(t, e)) for t, e in changes]
-        for topic, entity in changes:
-            self.state.apply(topic, key_of(topic, entity), entity)
-        await self._tell([(t, old, e) for (t, e), old in zip(changes, before, strict=True)])
-        return result
-
-    async def create_node_topics(self, node_id: str) -> None:
-        return None
 
 
 @pytest.fixture
