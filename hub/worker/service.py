@@ -277,6 +277,8 @@ class HubWorker(mode.Service):
     async def _drain_and_commit(self) -> None:
         await self.calls.drain()
         await self.audit.drain()
+        for _ in range(3):  # the batches' done-callbacks (a call batch settles one hop after its audit write)
+            await asyncio.sleep(0)
         await self._commit_ready()
 
     # ------------------------------------------------------------ rebalancing
