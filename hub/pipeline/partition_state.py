@@ -1,7 +1,7 @@
 """What the owner of ingress partition index p keeps, and how a new owner rebuilds it.
 
-Partition p of every ``ingress.*`` topic is assigned to one worker (Faust co-partitions topics with the
-same partition count), and that worker alone writes partition p of ``hub.audit`` and of ``hub.counts``.
+Partition p of every ``ingress.*`` topic is assigned to one worker (``hub.worker.assignor`` assigns by
+partition index), and that worker alone writes partition p of ``hub.audit`` and of ``hub.counts``.
 The audit log is the source of truth: a batch's feeds are acknowledged before its audit records are
 written, so an event with an audit record was delivered. A worker taking p over
 
