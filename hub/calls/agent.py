@@ -248,8 +248,8 @@ class CallAgent(Agent):
                         raise ValueError(f"schema id {writer_id} of the stored record is not in the registry")
                     record = framing.decode_body(body, schema.parsed)
                 except ValueError as exc:
-                    batch.reply(partition, core._reply(env, core.Status.ERROR,
-                                                       f"the stored record cannot be read: {exc}"))
+                    batch.reply(partition, core.make_reply(env, core.Status.ERROR,
+                                                           f"the stored record cannot be read: {exc}"))
                     continue
             result = core.lookup_stage(env, view, now, record)
             if isinstance(result, Reply):
@@ -260,8 +260,9 @@ class CallAgent(Agent):
                 batch.reply(partition, await self._masked_reply(result, row, writer_id))
             except Exception as exc:  # a registry refusal or an encoding failure: say so, never stay silent
                 log.warning("call %s: masking failed: %r", env.request.request_id, exc)
-                batch.reply(partition, core._reply(env, core.Status.ERROR, f"the hub could not mask the record: {exc}",
-                                                   resource=result.resource))
+                batch.reply(partition, core.make_reply(env, core.Status.ERROR,
+                                                       f"the hub could not mask the record: {exc}",
+                                                       resource=result.resource))
 
     async def _masked_reply(self, answer: Answer, row: Row, writer_id: int) -> Reply:
         writer = self.registry.cached(writer_id)
@@ -333,7 +334,7 @@ class CallAgent(Agent):
         entry = records.quarantine_value(rec, event_id, now, node, QUARANTINE_RULE, reason, None)
         value = self.quarantine_encode(entry)
         out = OutRecord(quarantine_topic(node), rec.key, value, records.quarantine_headers(event_id, QUARANTINE_RULE))
-        audit = records.quarantine_audit(now, event_id, node, core._safe_tier(node), QUARANTINE_RULE, None, None,
+        audit = records.quarantine_audit(now, event_id, node, core.safe_tier(node), QUARANTINE_RULE, None, None,
                                          event_id)
         return out, audit
 

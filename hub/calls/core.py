@@ -420,7 +420,7 @@ class Reply:
 
     @property
     def from_tier(self) -> str:
-        return _safe_tier(self.node)
+        return safe_tier(self.node)
 
     @property
     def to_tier(self) -> str:
@@ -469,14 +469,14 @@ class Answer:
     record: dict[str, Any]
 
 
-def _safe_tier(node: str) -> str:
+def safe_tier(node: str) -> str:
     try:
         return tier_of(node)
     except ValueError:
         return "hub"
 
 
-def _reply(env_or_req: Envelope | tuple[CallRequest, str, str], status: Status, message: str, **kw: Any) -> Reply:
+def make_reply(env_or_req: Envelope | tuple[CallRequest, str, str], status: Status, message: str, **kw: Any) -> Reply:
     if isinstance(env_or_req, Envelope):
         req, node, source = env_or_req.request, env_or_req.node, env_or_req.source
         kw.setdefault("grant", env_or_req.grant)
@@ -518,22 +518,22 @@ def admit(req: CallRequest, node: str, source: str, view: CallView, now: int) ->
     origin = (req, node, source)
     resource = view.resources.get(req.resource)
     if req.caller != node:
-        return _reply(origin, Status.DENIED,
+        return make_reply(origin, Status.DENIED,
                       f"caller {req.caller} wrote to call.{node}.request: a node calls only as itself",
                       resource=resource)
     if resource is None:
-        return _reply(origin, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
+        return make_reply(origin, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
     if not req.scenario:
-        return _reply(origin, Status.MISSING_SCENARIO, "the request names no scenario: a call is made for a "
+        return make_reply(origin, Status.MISSING_SCENARIO, "the request names no scenario: a call is made for a "
                       "named application scenario, which the grant binds with caller and resource", resource=resource)
     try:
         target = lookup_target(req, resource)
     except BadRequest as exc:
-        return _reply(origin, Status.ERROR, str(exc), resource=resource)
+        return make_reply(origin, Status.ERROR, str(exc), resource=resource)
     grant = view.grant_for(req)
     decision = _judge(req, resource, view, grant, now, target=target)
     if not decision.allowed:
-        return _reply(origin, status_for(decision.reason), _denial(decision), resource=resource,
+        return make_reply(origin, status_for(decision.reason), _denial(decision), resource=resource,
                       grant=decision.grant)
     assert grant is not None
     env = Envelope(Stage.LOOKUP, req, source, grant.id, received_ms=now)
@@ -549,17 +549,18 @@ def _recheck(env: Envelope, view: CallView, now: int, calls_today: int = 0) -> t
     req = env.request
     resource = view.resources.get(req.resource)
     if resource is None:
-        unknown = _reply(env, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
+        unknown = make_reply(env, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
         return unknown, None, None, None
     try:
         target = lookup_target(req, resource)
     except BadRequest as exc:
-        return _reply(env, Status.ERROR, str(exc), resource=resource), None, None, None
+        return make_reply(env, Status.ERROR, str(exc), resource=resource), None, None, None
     grant = view.grant_for(req, env.grant)
     decision = _judge(req, resource, view, grant, now, calls_today=calls_today, target=target)
     if not decision.allowed:
-        return (_reply(env, status_for(decision.reason), _denial(decision), resource=resource, grant=decision.grant),
-                None, None, None)
+        denied = make_reply(env, status_for(decision.reason), _denial(decision), resource=resource,
+                            grant=decision.grant)
+        return denied, None, None, None
     return None, resource, grant, target
 
 
@@ -577,9 +578,9 @@ def index_stage(env: Envelope, view: CallView, matches: Mapping[str, int]) -> Re
     req = env.request
     resource = view.resources.get(req.resource)
     if resource is None:
-        return _reply(env, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
+        return make_reply(env, Status.UNKNOWN_RESOURCE, f"resource {req.resource!r} is not in the catalogue")
     if not matches:
-        return _reply(env, Status.NOT_FOUND,
+        return make_reply(env, Status.NOT_FOUND,
                       f"no {resource.id} record with {req.lookup_field} = {req.lookup_value!r}", resource=resource)
     pk = max(matches, key=lambda k: (matches[k], k))
     env = replace(env, stage=Stage.LOOKUP, pk=pk, matches=len(matches))
@@ -595,14 +596,14 @@ def lookup_stage(env: Envelope, view: CallView, now: int, record: Mapping[str, A
     req = env.request
     what = (f"with {target.field} = {req.lookup_value!r}" if target.field else f"with key {env.pk!r}")
     if record is None:
-        return _reply(env, Status.NOT_FOUND, f"no {resource.id} record {what}", resource=resource)
+        return make_reply(env, Status.NOT_FOUND, f"no {resource.id} record {what}", resource=resource)
     if target.field is not None and normalise(target.field, record.get(target.field)) != target.value:
         # the index named a row whose value has changed since: the row no longer matches
-        return _reply(env, Status.NOT_FOUND, f"no {resource.id} record {what}", resource=resource)
+        return make_reply(env, Status.NOT_FOUND, f"no {resource.id} record {what}", resource=resource)
     decision = decide(resource, view.nodes.get(req.caller), grant, scenario=req.scenario or "", mode="call",
                       now=now, record_district=record_district(record, resource))
     if not decision.allowed:
-        return _reply(env, status_for(decision.reason), _denial(decision), resource=resource, grant=decision.grant)
+        return make_reply(env, status_for(decision.reason), _denial(decision), resource=resource, grant=decision.grant)
     node = view.nodes[req.caller]
     allowed = req.fields or grant.allowed_fields
     plan = field_plan(resource, node.clearance, allowed)
@@ -616,7 +617,7 @@ def ok_reply(answer: Answer, record: bytes, schema_id: int) -> Reply:
     if env.matches > 1:
         message = (f"{env.matches} records match {env.request.lookup_field} = {env.request.lookup_value!r}; "
                    "the most recently updated is returned")
-    return _reply(env, Status.OK, message, resource=answer.resource, grant=answer.grant.id, record=record,
+    return make_reply(env, Status.OK, message, resource=answer.resource, grant=answer.grant.id, record=record,
                   schema_id=schema_id, masked_fields=answer.plan.masked_fields)
 
 
