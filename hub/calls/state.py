@@ -96,7 +96,6 @@ class CallState:
         self.writer_id = uuid.uuid4().hex.encode()  # marks the hub.records rows this worker applied itself
         # per partition: rows applied here, not yet met on the changelog: (key, the very value object applied)
         self._local: dict[int, deque[tuple[bytes, bytes]]] = {}
-        self._local_index: dict[int, deque[tuple[bytes, bytes | None]]] = {}  # the same for index entries
         self.applied = 0
         self.applied_locally = 0
 
@@ -204,19 +203,29 @@ class CallState:
         assert self.consumer is not None
         batch = await self.consumer.getmany(timeout_ms=1000, max_records=2_000)  # short steps: the loop is shared
         emits: list[core.IndexChange] = []
-        rows: list[tuple[TopicPartition, list[Any]]] = []
-        for tp, msgs in batch.items():  # this worker's own writes, applied when written, are passed over first
+        record_values = [m.value for tp, msgs in batch.items() if tp.topic == RECORDS_TOPIC for m in msgs]
+        if record_values and self.registry is not None:
+            await fetch_schemas(self.registry, record_values)
+        for tp, msgs in batch.items():
             p = tp.partition
             if p not in self._owned:
                 continue
             if tp.topic == RECORDS_TOPIC:
-                rows.append((tp, self._mark_own(self._local.get(p), msgs)))
-                if msgs and msgs[-1].offset + 1 > self._emit_from.get(p, 0):
+                table = self.records[p]
+                emit_from = self._emit_from.get(p, 0)
+                local = self._local.get(p)
+                for m in msgs:
+                    if local and m.key == local[0][0] and _writer(m.headers) == self.writer_id:
+                        key, value = local.popleft()
+                        if table.value_of(key) is value:  # applied and indexed when it was written: nothing to do
+                            continue
+                    self._apply_record(table, m, m.offset >= emit_from, emits)
+                if msgs and msgs[-1].offset + 1 > emit_from:
                     self._pending_commit[tp] = msgs[-1].offset + 1
             elif tp.topic == INDEX_TOPIC:
                 index = self.index[p]
-                for m, own in self._mark_own(self._local_index.get(p), msgs):
-                    if own is None and m.key is not None:  # entries this worker wrote are applied already
+                for m in msgs:
+                    if m.key is not None:
                         index.apply(m.key, m.value)
             elif tp.topic == QUOTA_TOPIC:
                 quota = self.quota[p]
@@ -224,15 +233,6 @@ class CallState:
                     if m.key is not None:
                         quota.apply(m.key, m.value)
             self.applied += len(msgs)
-        if rows and self.registry is not None:  # the writer schemas of other writers' rows (decoded to index them)
-            await fetch_schemas(self.registry, [m.value for _, marked in rows for m, own in marked if own is None])
-        for tp, marked in rows:
-            table = self.records[tp.partition]
-            emit_from = self._emit_from.get(tp.partition, 0)
-            for m, own in marked:
-                if own is not None and table.value_of(m.key) is own:
-                    continue  # applied and indexed when this worker wrote it, and still the current version
-                self._apply_record(table, m, m.offset >= emit_from, emits)
         if emits:
             await self._emit(emits)
         await self._commit()
@@ -272,34 +272,8 @@ class CallState:
                 if new or before:
                     changes.extend(core.index_changes(parsed[0], parsed[1], before, new, now))
         parts = self._index_partitions
-        out: list[OutRecord] = []
-        for c in changes:
-            r = core.index_partition(c.partition_key, parts)
-            out.append(OutRecord(INDEX_TOPIC, c.key, c.value, [header], r))  # type: ignore[arg-type]
-            index = self.index.get(r)
-            ready = self._ready.get(r)
-            if index is not None and r in self._owned and self._wanted is None and ready is not None and ready.is_set():
-                index.apply(c.key, c.value)
-                self._local_index.setdefault(r, deque()).append((c.key, c.value))
-        return out
-
-    def _mark_own(self, local: deque[tuple[bytes, Any]] | None, msgs: list[Any]) -> list[tuple[Any, Any]]:
-        """Each record with what this worker applied for it when it wrote it (``materialise``), else None.
-
-        ``local`` lists what it applied, in the order written; a record is this worker's when it is the next of
-        them and carries this worker's id.
-        """
-        if not local:
-            return [(m, None) for m in msgs]
-        marked = []
-        for m in msgs:
-            own = None
-            if local and m.key == local[0][0] and _writer(m.headers) == self.writer_id:
-                own = local.popleft()[1]
-                if own is None:  # an index tombstone this worker wrote
-                    own = _TOMBSTONE
-            marked.append((m, own))
-        return marked
+        return [OutRecord(INDEX_TOPIC, c.key, c.value, [], core.index_partition(c.partition_key, parts))  # type: ignore[arg-type]
+                for c in changes]
 
     def _apply_record(self, table: RecordTable, m: Any, live: bool, emits: list[core.IndexChange]) -> None:
         """One ``hub.records`` record into the table; a live one (not yet indexed) also into the index changes.
@@ -397,7 +371,6 @@ class CallState:
                 positions[tp] = await consumer.position(tp)
         for p in lost | new:
             self._local.pop(p, None)
-            self._local_index.pop(p, None)
         for p in lost:
             for d in (self.records, self.index, self.quota, self._emit_from):
                 d.pop(p, None)
@@ -420,9 +393,6 @@ class CallState:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-_TOMBSTONE = object()
 
 
 def _writer(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
