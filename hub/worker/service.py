@@ -326,13 +326,21 @@ class HubWorker(mode.Service):
         self.topics = wanted
 
     async def _follow_control(self) -> None:
+        """Re-subscribe after every control change; a failed attempt (say, topics not creatable while the broker
+        restarts) is retried with backoff, not left until the next change."""
         seen = self.control.version
+        retry_in: float | None = None
         while True:
-            seen = await self.control.wait_for(seen + 1)
+            try:
+                seen = await self.control.wait_for(seen + 1, timeout=retry_in)
+            except TimeoutError:
+                pass  # no newer change: retry the last one
             try:
                 await self._follow_once()
-            except Exception as exc:  # the next control change retries
-                log.warning("could not follow the control plane's nodes: %r", exc)
+                retry_in = None
+            except Exception as exc:
+                retry_in = min(30.0, (retry_in or 0.5) * 2)
+                log.warning("could not follow the control plane's nodes (%r); retrying in %.0f s", exc, retry_in)
 
     # ------------------------------------------------------------ timers
     async def _idle(self) -> None:
