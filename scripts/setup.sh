@@ -10,6 +10,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v kcat >/dev/null || need_apt+=(kcat)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 if ((${#need_apt[@]})); then
