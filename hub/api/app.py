@@ -17,6 +17,7 @@ from hub.api.scenarios import scenarios_router
 from hub.api.stats import ExchangeFigures, stats_router
 from hub.audit.control_log import AuditSink
 from hub.control.service import ControlService
+from hub.registry.negotiation import V1, choose
 from hub.registry.routes import is_registry_request, registry_router
 from hub.registry.service import RegistryService
 
@@ -54,6 +55,21 @@ def create_api(
             return error_response(413, "too_large", f"the request body is larger than {MAX_BODY_BYTES} bytes; "
                                   "send fewer entries per request")
         return await call_next(request)
+
+    @app.middleware("http")
+    async def negotiate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Registry answers in the type the Accept header asks for (``hub.registry.negotiation``), else 406."""
+        if not is_registry_request(request):
+            return await call_next(request)
+        chosen = choose(request.headers.get("accept"))
+        if chosen is None:
+            return JSONResponse({"error_code": 406, "message": "HTTP 406 Not Acceptable"}, status_code=406,
+                                media_type=V1)
+        response = await call_next(request)
+        content_type = response.headers.get("content-type", "")
+        if chosen != V1 and (content_type.startswith(V1) or content_type.startswith("application/json")):
+            response.headers["content-type"] = chosen
+        return response
 
     if control is not None:
         limiter = FailureLimiter(control.settings.auth_failure_limit, control.settings.auth_failure_window)
