@@ -447,8 +447,8 @@ class RegistryState:
         if not result.compatible:
             raise RegistryHTTPError(
                 409, INCOMPATIBLE_SCHEMA,
-                f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\" "
-                f"under compatibility level {level}, details: [{', '.join(result.messages)}]",
+                f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\", "
+                f"details: [{', '.join(result.messages)}]",
             )
         new_id = self.ids_by_canonical.get(parsed.canonical)
         if new_id is None:

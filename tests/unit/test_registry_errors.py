@@ -181,9 +181,12 @@ def test_incompatible_schema_is_409(client: TestClient) -> None:
     assert response.status_code == 409
     answer = response.json()
     assert answer["error_code"] == 409
-    assert answer["message"].startswith(
-        "Schema being registered is incompatible with an earlier schema for subject \"s\""
-    )
+    # Confluent's SubjectVersionsResource: the prefix, then the checker's messages as ``details: [...]``
+    message = answer["message"]
+    assert message.startswith(
+        "Schema being registered is incompatible with an earlier schema for subject \"s\", details: [{"
+    ), message
+    assert message.endswith("}]") and "compatibility:'BACKWARD'" in message, message
 
 
 def test_latest_of_a_missing_subject_is_compatible(client: TestClient) -> None:
