@@ -439,7 +439,7 @@ class RegistryState:
         entries = self.subjects.get(subject, {})
         for _, entry in sorted(entries.items(), reverse=True):
             if not entry.deleted and self.schemas[entry.id].canonical == parsed.canonical:
-                _check_requested_id(schema_id, entry.id)
+                _check_requested_id(subject, schema_id, entry.id)
                 return RegisterResult(entry.id, entry.version, created=False), []
         level = self.effective_level(subject)
         previous = self.live_versions(subject)
@@ -453,7 +453,7 @@ class RegistryState:
         new_id = self.ids_by_canonical.get(parsed.canonical)
         if new_id is None:
             new_id = self.max_id + 1
-        _check_requested_id(schema_id, new_id)
+        _check_requested_id(subject, schema_id, new_id)
         version = max(entries, default=0) + 1
         if version > MAX_VERSION:
             raise RegistryHTTPError(422, INVALID_VERSION, f"Subject '{subject}' has no version numbers left")
@@ -587,13 +587,10 @@ def _check_subject(subject: str) -> None:
         raise invalid_subject(subject)
 
 
-def _check_requested_id(requested: int | None, actual: int) -> None:
+def _check_requested_id(subject: str, requested: int | None, actual: int) -> None:
+    """A chosen id other than the schema's own needs IMPORT mode, which this registry never is in."""
     if requested is not None and requested != actual:
-        raise RegistryHTTPError(
-            422, OPERATION_NOT_PERMITTED,
-            f"Registering with a chosen id ({requested}) needs IMPORT mode, which this registry does not "
-            f"offer; this schema's id is {actual}",
-        )
+        raise RegistryHTTPError(422, OPERATION_NOT_PERMITTED, f"Subject {subject} is not in import mode")
 
 
 def _validate(schema_text: object, schema_type: str) -> ParsedSchema:

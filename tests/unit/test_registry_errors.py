@@ -154,6 +154,9 @@ CASES: list[tuple[str, str, Any, int, int, str]] = [
      "The specified subject 'a\x7fb' is not a valid."),
     ("POST", "/compatibility/subjects/a%1Fb/versions", {"schema": V1}, 422, 42208,
      "The specified subject 'a\x1fb' is not a valid."),
+    ("POST", "/subjects/s/versions", {"schema": V1, "id": 42}, 422, 42205, "Subject s is not in import mode"),
+    ("POST", "/subjects/new/versions", {"schema": OTHER, "id": 42}, 422, 42205,
+     "Subject new is not in import mode"),
     # associations: none here (the hub's own text)
     ("GET", "/associations/resources/-/t?resourceType=topic", None, 404, 40401,
      "No associations: this registry does not support associations; use the topic name strategy "
