@@ -9,8 +9,10 @@ checked here too. Writes call ``authorize_write(request, subject)`` first when o
 
 from __future__ import annotations
 
+import http
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,14 +25,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hub.registry.service import RegistryService
 from hub.registry.state import (
     AVRO,
+    EMPTY_SCHEMA_MESSAGE,
     INVALID_COMPATIBILITY_LEVEL,
     INVALID_MODE,
     INVALID_SCHEMA,
     OPERATION_NOT_PERMITTED,
-    SCHEMA_NOT_FOUND,
     SUBJECT_NOT_FOUND,
     RegistryHTTPError,
     SchemaVersion,
+    invalid_level,
     parse_version,
     schema_not_found,
 )
@@ -43,11 +46,13 @@ ACCEPTED_CONTENT_TYPES = frozenset({
 })
 MAX_BODY_BYTES = 8 * 1024 * 1024
 INVALID_PARAMETER = 422
+NOT_FOUND_MESSAGE = "HTTP 404 Not Found"  # Jersey's answer when no resource matches
 REGISTRY_ROOTS = frozenset(
     {"subjects", "schemas", "config", "mode", "compatibility", "associations", "contexts"}
 )
 _SCOPE_MARK = "hub.registry"
 MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
+INVALID_MODE_MESSAGE = "Invalid mode. Valid values are READWRITE, READONLY, and IMPORT."
 
 AuthorizeWrite = Callable[[Request, str | None], Awaitable[Any]]
 T = TypeVar("T")
@@ -116,12 +121,18 @@ def _prefix(request: Request) -> str:
     return "" if prefix == ":*:" else prefix
 
 
+_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+
+
 def _schema_id(text: str) -> int:
-    """A path's schema id: a positive integer, else 40403 (as for an id that does not exist)."""
-    value = text.strip()
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= 2**31 - 1:
-        raise schema_not_found(f"Schema id '{value[:40]}' is not valid: ids are positive integers")
-    return int(value)
+    """A path's schema id. As Confluent (a Java ``Integer`` path parameter): a 32-bit integer that is no
+    id answers 40403 ``Schema <n> not found``; anything else is no route, a plain ``HTTP 404 Not Found``."""
+    if not _JAVA_INT.fullmatch(text) or not -(2**31) <= int(text) <= 2**31 - 1:
+        raise RegistryHTTPError(404, 404, NOT_FOUND_MESSAGE)
+    value = int(text)
+    if value < 1:
+        raise schema_not_found(value)
+    return value
 
 
 async def _json_body(request: Request, error_code: int) -> dict[str, Any]:
@@ -154,9 +165,7 @@ async def _json_body(request: Request, error_code: int) -> dict[str, Any]:
 def _schema_request(document: dict[str, Any]) -> tuple[str, str, int | None]:
     """(schema text, schema type, requested id) of a Confluent schema request body."""
     if "schema" not in document or document["schema"] is None:
-        raise RegistryHTTPError(
-            422, INVALID_SCHEMA, "Empty schema: the body needs a 'schema' field holding the schema as text"
-        )
+        raise RegistryHTTPError(422, INVALID_SCHEMA, EMPTY_SCHEMA_MESSAGE)
     schema = document["schema"]
     if not isinstance(schema, str):
         raise RegistryHTTPError(
@@ -189,10 +198,7 @@ def _level_of(document: dict[str, Any]) -> object:
         return document["compatibility"]
     if "compatibilityLevel" in document:
         return document["compatibilityLevel"]
-    raise RegistryHTTPError(
-        422, INVALID_COMPATIBILITY_LEVEL,
-        "The body needs a 'compatibility' field, e.g. {\"compatibility\": \"BACKWARD\"}",
-    )
+    raise invalid_level()  # Confluent: a missing level is an invalid one
 
 
 def _version_body(entry: SchemaVersion) -> dict[str, Any]:
@@ -284,7 +290,7 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
         """Latest version whose metadata matches ``key``/``value``: schemas here carry none."""
         entry = service.state.get_version(subject, "latest", deleted=_flag(request, "deleted"))
         if request.query_params.getlist("key"):
-            raise schema_not_found(f"No version of subject '{subject}' has that metadata")
+            raise schema_not_found()
         return _version_body(entry)
 
     @router.post("/subjects/{subject:path}")
@@ -344,9 +350,7 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
 
     @router.get("/schemas/guids/{guid}")
     async def schema_by_guid(guid: str) -> dict[str, Any]:
-        raise RegistryHTTPError(
-            404, SCHEMA_NOT_FOUND, f"Schema guid '{guid[:60]}' not found: this registry names schemas by id"
-        )
+        raise schema_not_found(guid)  # this registry names schemas by id only
 
     # ------------------------------------------------------------ compatibility
 
@@ -411,11 +415,7 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
         mode = document.get("mode")
         name = mode.strip().upper() if isinstance(mode, str) else None
         if name not in MODES:
-            raise RegistryHTTPError(
-                422, INVALID_MODE,
-                f"Invalid mode {json.dumps(mode)[:60]}. Valid values are READWRITE, READONLY, "
-                "READONLY_OVERRIDE and IMPORT",
-            )
+            raise RegistryHTTPError(422, INVALID_MODE, INVALID_MODE_MESSAGE)
         if name != "READWRITE":
             raise RegistryHTTPError(
                 422, OPERATION_NOT_PERMITTED, f"Mode {name} is not supported: this registry is READWRITE"
@@ -487,7 +487,14 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if not _is_registry_request(request):
         return await http_exception_handler(request, exc)
     headers = dict(exc.headers) if exc.headers else None
-    return _error(exc.status_code, exc.status_code, str(exc.detail), headers)
+    message = str(exc.detail)
+    try:
+        phrase = http.HTTPStatus(exc.status_code).phrase
+    except ValueError:
+        phrase = None
+    if message == phrase:  # the framework's own answer (no route, wrong method): Jersey's wording
+        message = f"HTTP {exc.status_code} {phrase}"
+    return _error(exc.status_code, exc.status_code, message, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -72,24 +72,34 @@ def subject_not_found(subject: str) -> RegistryHTTPError:
     return RegistryHTTPError(404, SUBJECT_NOT_FOUND, f"Subject '{subject}' not found.")
 
 
-def version_not_found(subject: str, version: VersionSpec) -> RegistryHTTPError:
-    return RegistryHTTPError(404, VERSION_NOT_FOUND, f"Version {version} not found for subject '{subject}'.")
+def version_not_found(version: VersionSpec) -> RegistryHTTPError:
+    return RegistryHTTPError(404, VERSION_NOT_FOUND, f"Version {version} not found.")
 
 
-def schema_not_found(detail: str = "Schema not found") -> RegistryHTTPError:
-    return RegistryHTTPError(404, SCHEMA_NOT_FOUND, detail)
+def schema_not_found(schema_id: int | str | None = None) -> RegistryHTTPError:
+    """Confluent's 40403: ``Schema not found``, or ``Schema <id or guid> not found``."""
+    message = "Schema not found" if schema_id is None else f"Schema {schema_id} not found"
+    return RegistryHTTPError(404, SCHEMA_NOT_FOUND, message)
 
 
 def invalid_schema(detail: str) -> RegistryHTTPError:
     return RegistryHTTPError(422, INVALID_SCHEMA, f"Invalid schema: {detail}")
 
 
-def invalid_level(level: object) -> RegistryHTTPError:
-    return RegistryHTTPError(
-        422, INVALID_COMPATIBILITY_LEVEL,
-        f"Invalid compatibility level {json.dumps(level)[:100]}. Valid values are none, backward, forward, "
-        "full, backward_transitive, forward_transitive, and full_transitive",
-    )
+INVALID_LEVEL_MESSAGE = (
+    "Invalid compatibility level. Valid values are none, backward, forward, full, "
+    "backward_transitive, forward_transitive, and full_transitive"
+)
+EMPTY_SCHEMA_MESSAGE = "Empty schema"
+
+
+def invalid_level() -> RegistryHTTPError:
+    """Confluent's 42203, which does not repeat the value it was given."""
+    return RegistryHTTPError(422, INVALID_COMPATIBILITY_LEVEL, INVALID_LEVEL_MESSAGE)
+
+
+def invalid_subject(subject: str) -> RegistryHTTPError:
+    return RegistryHTTPError(422, INVALID_SUBJECT, f"The specified subject '{subject}' is not a valid.")
 
 
 # ---------------------------------------------------------------- records (Confluent's _schemas format)
@@ -334,13 +344,13 @@ class RegistryState:
             return max(candidates, key=lambda e: e.version)
         entry = entries.get(spec)
         if entry is None or (entry.deleted and not deleted):
-            raise version_not_found(subject, spec)
+            raise version_not_found(spec)
         return entry
 
     def schema_by_id(self, schema_id: int) -> StoredSchema:
         stored = self.schemas.get(schema_id)
         if stored is None:
-            raise schema_not_found(f"Schema {schema_id} not found")
+            raise schema_not_found(schema_id)
         return stored
 
     def id_versions(self, schema_id: int, *, deleted: bool = False) -> list[SchemaVersion]:
@@ -384,7 +394,7 @@ class RegistryState:
             if (deleted or not e.deleted) and self.schemas[e.id].canonical == parsed.canonical
         ]
         if not matches:
-            raise schema_not_found(f"Schema not found under subject '{subject}'")
+            raise schema_not_found()
         live = [e for e in matches if not e.deleted]
         return (live or matches)[-1]
 
@@ -397,8 +407,11 @@ class RegistryState:
         level = self.effective_level(subject)
         if spec is None or spec == "latest":
             previous = self.live_versions(subject)
-        else:
-            previous = [self.get_version(subject, spec)]
+        else:  # Confluent: 40402 when the version is missing or deleted, even when the subject is missing
+            entry = self.subjects.get(subject, {}).get(spec)
+            if entry is None or entry.deleted:
+                raise version_not_found(spec)
+            previous = [entry]
         return self._compatible(parsed, previous, level)
 
     def _compatible(
@@ -426,7 +439,7 @@ class RegistryState:
         entries = self.subjects.get(subject, {})
         for _, entry in sorted(entries.items(), reverse=True):
             if not entry.deleted and self.schemas[entry.id].canonical == parsed.canonical:
-                _check_requested_id(schema_id, entry.id)
+                _check_requested_id(subject, schema_id, entry.id)
                 return RegisterResult(entry.id, entry.version, created=False), []
         level = self.effective_level(subject)
         previous = self.live_versions(subject)
@@ -434,13 +447,13 @@ class RegistryState:
         if not result.compatible:
             raise RegistryHTTPError(
                 409, INCOMPATIBLE_SCHEMA,
-                f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\" "
-                f"under compatibility level {level}, details: [{', '.join(result.messages)}]",
+                f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\", "
+                f"details: [{', '.join(result.messages)}]",
             )
         new_id = self.ids_by_canonical.get(parsed.canonical)
         if new_id is None:
             new_id = self.max_id + 1
-        _check_requested_id(schema_id, new_id)
+        _check_requested_id(subject, schema_id, new_id)
         version = max(entries, default=0) + 1
         if version > MAX_VERSION:
             raise RegistryHTTPError(422, INVALID_VERSION, f"Subject '{subject}' has no version numbers left")
@@ -484,7 +497,7 @@ class RegistryState:
         if not live:
             raise RegistryHTTPError(
                 404, SUBJECT_SOFT_DELETED,
-                f"Subject '{subject}' was soft deleted. Set permanent=true to delete permanently",
+                f"Subject '{subject}' was soft deleted.Set permanent=true to delete permanently",
             )
         records = [(delete_subject_key(subject), {"subject": subject, "version": max(entries)})]
         if subject in self.subject_levels:
@@ -503,7 +516,7 @@ class RegistryState:
         else:
             found = entries.get(spec)
             if found is None:
-                raise version_not_found(subject, spec)
+                raise version_not_found(spec)
             entry = found
         if permanent:
             if not entry.deleted:
@@ -516,7 +529,7 @@ class RegistryState:
         if entry.deleted:
             raise RegistryHTTPError(
                 404, VERSION_SOFT_DELETED,
-                f"Subject '{subject}' Version {entry.version} was soft deleted. Set permanent=true to delete "
+                f"Subject '{subject}' Version {entry.version} was soft deleted.Set permanent=true to delete "
                 "permanently",
             )
         return entry.version, [replace(entry, deleted=True).record()]
@@ -527,7 +540,7 @@ class RegistryState:
             _check_subject(subject)
         name = compatibility.normalize_level(level)
         if name is None:
-            raise invalid_level(level)
+            raise invalid_level()
         return name, [(config_key(subject), {"compatibilityLevel": name})]
 
     def delete_config(self, subject: str | None) -> tuple[str, list[Record]]:
@@ -570,23 +583,14 @@ def parse_version(spec: str | int) -> VersionSpec:
 
 
 def _check_subject(subject: str) -> None:
-    if not subject or not subject.strip():
-        raise RegistryHTTPError(422, INVALID_SUBJECT, "The subject name is empty")
-    if len(subject) > MAX_SUBJECT_LENGTH:
-        raise RegistryHTTPError(
-            422, INVALID_SUBJECT, f"The subject name is longer than {MAX_SUBJECT_LENGTH} characters"
-        )
-    if _CONTROL.search(subject):
-        raise RegistryHTTPError(422, INVALID_SUBJECT, "The subject name contains control characters")
+    if not subject or not subject.strip() or len(subject) > MAX_SUBJECT_LENGTH or _CONTROL.search(subject):
+        raise invalid_subject(subject)
 
 
-def _check_requested_id(requested: int | None, actual: int) -> None:
+def _check_requested_id(subject: str, requested: int | None, actual: int) -> None:
+    """A chosen id other than the schema's own needs IMPORT mode, which this registry never is in."""
     if requested is not None and requested != actual:
-        raise RegistryHTTPError(
-            422, OPERATION_NOT_PERMITTED,
-            f"Registering with a chosen id ({requested}) needs IMPORT mode, which this registry does not "
-            f"offer; this schema's id is {actual}",
-        )
+        raise RegistryHTTPError(422, OPERATION_NOT_PERMITTED, f"Subject {subject} is not in import mode")
 
 
 def _validate(schema_text: object, schema_type: str) -> ParsedSchema:
@@ -596,9 +600,7 @@ def _validate(schema_text: object, schema_type: str) -> ParsedSchema:
         shown = json.dumps(schema_type)[:60]
         raise invalid_schema(f"unknown schema type {shown}; this registry supports AVRO")
     if not isinstance(schema_text, str) or not schema_text.strip():
-        raise RegistryHTTPError(
-            422, INVALID_SCHEMA, "Empty schema: give the Avro schema as a JSON string in 'schema'"
-        )
+        raise RegistryHTTPError(422, INVALID_SCHEMA, EMPTY_SCHEMA_MESSAGE)
     try:
         return compatibility.parse(schema_text)
     except InvalidSchemaError as exc:
