@@ -140,10 +140,7 @@ async def _json_body(request: Request, error_code: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in ACCEPTED_CONTENT_TYPES:
-        raise RegistryHTTPError(
-            415, 415,
-            f"Unsupported content type '{content_type[:80]}': send {MEDIA_TYPE} or application/json",
-        )
+        raise RegistryHTTPError(415, 415, "HTTP 415 Unsupported Media Type")  # Confluent's (Jersey's) text
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise RegistryHTTPError(413, 413, f"The request body is larger than {MAX_BODY_BYTES} bytes")

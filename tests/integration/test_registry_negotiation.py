@@ -45,4 +45,4 @@ def test_request_content_types(hub: HubProcess, content_type: str, status: int) 
                           headers={"Content-Type": content_type, "Authorization": f"Bearer {hub.token}"}, timeout=10)
     assert response.status_code == status, response.text
     if status == 415:
-        assert response.json()["error_code"] == 415
+        assert response.json() == {"error_code": 415, "message": "HTTP 415 Unsupported Media Type"}
