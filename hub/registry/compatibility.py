@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import avro.name
 import avro.schema
 import fastavro
 from avro.compatibility import (
@@ -85,6 +86,42 @@ def parse(schema_text: str) -> ParsedSchema:
     return _parse_cached(schema_text)
 
 
+def parse_with_references(schema_text: str, dependencies: Sequence[str] = ()) -> ParsedSchema:
+    """Validate a schema whose named types may come from referenced schemas (Confluent references).
+
+    ``dependencies`` are the referenced schemas' texts, each after the ones it references itself; their
+    named types are known while parsing ``schema_text``. The canonical form inlines them (a referenced type
+    is written in full where first used), so it is the resolved schema.
+    """
+    if not dependencies:
+        return parse(schema_text)
+    if not isinstance(schema_text, str):
+        kind = type(schema_text).__name__
+        raise InvalidSchemaError(f"the schema must be a string holding Avro JSON, not {kind}")
+    try:
+        return _parse_with_references_cached(schema_text, tuple(dependencies))
+    except RecursionError as exc:
+        raise InvalidSchemaError("the schema is nested too deeply") from exc
+
+
+@lru_cache(maxsize=1024)
+def _parse_with_references_cached(schema_text: str, dependencies: tuple[str, ...]) -> ParsedSchema:
+    names = avro.name.Names()
+    fast_named: dict[str, Any] = {}
+    for dependency in dependencies:
+        try:
+            document = json.loads(dependency)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                avro.schema.make_avsc_object(document, names)
+            fastavro.parse_schema(document, named_schemas=fast_named)
+        except RecursionError:
+            raise
+        except Exception as exc:
+            raise InvalidSchemaError(f"a referenced schema does not parse: {_describe(exc)}") from exc
+    return _parse(schema_text, names=names, fast_named=fast_named)
+
+
 def canonical_form(schema_text: str) -> str:
     """Canonical text of a schema: avro's normalised JSON (full names, resolved references), keys sorted.
 
@@ -107,7 +144,9 @@ def _parse_cached(schema_text: str) -> ParsedSchema:
         raise InvalidSchemaError("the schema is nested too deeply") from exc
 
 
-def _parse(schema_text: str) -> ParsedSchema:
+def _parse(
+    schema_text: str, *, names: avro.name.Names | None = None, fast_named: dict[str, Any] | None = None,
+) -> ParsedSchema:
     try:
         document = json.loads(schema_text)
     except RecursionError as exc:
@@ -120,13 +159,13 @@ def _parse(schema_text: str) -> ParsedSchema:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid logical types are ignored, as in Java Avro
-            parsed = avro.schema.parse(schema_text)
+            parsed = avro.schema.make_avsc_object(document, names if names is not None else avro.name.Names())
     except RecursionError as exc:
         raise InvalidSchemaError("the schema is nested too deeply") from exc
     except Exception as exc:  # avro raises many types (SchemaParseException, AvroException, TypeError...)
         raise InvalidSchemaError(f"invalid Avro schema: {_describe(exc)}") from exc
     try:
-        fastavro.parse_schema(document)
+        fastavro.parse_schema(document, named_schemas=dict(fast_named or {}))
     except RecursionError as exc:
         raise InvalidSchemaError("the schema is nested too deeply") from exc
     except Exception as exc:

@@ -31,9 +31,11 @@ from hub.registry.state import (
     INVALID_SCHEMA,
     OPERATION_NOT_PERMITTED,
     SUBJECT_NOT_FOUND,
+    References,
     RegistryHTTPError,
     SchemaVersion,
     invalid_level,
+    parse_references,
     parse_version,
     schema_not_found,
 )
@@ -159,8 +161,8 @@ async def _json_body(request: Request, error_code: int) -> dict[str, Any]:
     return document
 
 
-def _schema_request(document: dict[str, Any]) -> tuple[str, str, int | None]:
-    """(schema text, schema type, requested id) of a Confluent schema request body."""
+def _schema_request(document: dict[str, Any]) -> tuple[str, str, int | None, References]:
+    """(schema text, schema type, requested id, references) of a Confluent schema request body."""
     if "schema" not in document or document["schema"] is None:
         raise RegistryHTTPError(422, INVALID_SCHEMA, EMPTY_SCHEMA_MESSAGE)
     schema = document["schema"]
@@ -173,10 +175,7 @@ def _schema_request(document: dict[str, Any]) -> tuple[str, str, int | None]:
     schema_type = document.get("schemaType") or AVRO
     if not isinstance(schema_type, str):
         raise RegistryHTTPError(422, INVALID_SCHEMA, "'schemaType' must be a string such as \"AVRO\"")
-    if document.get("references"):
-        raise RegistryHTTPError(
-            422, INVALID_SCHEMA, "Schema references are not supported by this registry: inline named types"
-        )
+    references = parse_references(document.get("references"))
     for unsupported in ("metadata", "ruleSet"):
         if document.get(unsupported):
             raise RegistryHTTPError(
@@ -187,7 +186,7 @@ def _schema_request(document: dict[str, Any]) -> tuple[str, str, int | None]:
         not isinstance(requested, int) or isinstance(requested, bool) or requested < 1
     ):
         raise RegistryHTTPError(422, INVALID_SCHEMA, "'id' must be a positive integer")
-    return schema, schema_type.upper(), requested
+    return schema, schema_type.upper(), requested, references
 
 
 def _level_of(document: dict[str, Any]) -> object:
@@ -243,10 +242,11 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
     async def register(request: Request, subject: str) -> dict[str, Any]:
         """Register a schema under a subject (or return the existing version): ``{"id", "version"}``."""
         await authorize(request, subject)
-        schema, schema_type, requested = _schema_request(await _json_body(request, INVALID_SCHEMA))
+        schema, schema_type, requested, references = _schema_request(await _json_body(request, INVALID_SCHEMA))
         normalize = _flag(request, "normalize")
         result = await service.register(
-            subject, schema, schema_type=schema_type, normalize=normalize, schema_id=requested
+            subject, schema, schema_type=schema_type, normalize=normalize, schema_id=requested,
+            references=references,
         )
         return {"id": result.id, "version": result.version}
 
@@ -266,9 +266,9 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
 
     @router.get("/subjects/{subject:path}/versions/{version}/referencedby")
     async def referenced_by(request: Request, subject: str, version: str) -> list[int]:
-        """Ids of schemas referencing this version: none, as this registry has no references."""
-        service.state.get_version(subject, parse_version(version), deleted=True)
-        return []
+        """Ids of the schemas referencing this version."""
+        entry = service.state.get_version(subject, parse_version(version), deleted=True)
+        return _page(request, service.state.referenced_by(subject, entry.version))
 
     @router.get("/subjects/{subject:path}/versions/{version}")
     async def get_version(request: Request, subject: str, version: str) -> dict[str, Any]:
@@ -293,9 +293,11 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
     @router.post("/subjects/{subject:path}")
     async def lookup(request: Request, subject: str) -> dict[str, Any]:
         """Which version of the subject holds this schema (40401 unknown subject, 40403 not there)."""
-        schema, schema_type, _ = _schema_request(await _json_body(request, INVALID_SCHEMA))
+        schema, schema_type, _, references = _schema_request(await _json_body(request, INVALID_SCHEMA))
         deleted = _flag(request, "deleted")
-        entry = service.state.lookup(subject, schema, schema_type=schema_type, deleted=deleted)
+        entry = service.state.lookup(
+            subject, schema, schema_type=schema_type, deleted=deleted, references=references
+        )
         return _version_body(entry)
 
     @router.delete("/subjects/{subject:path}")
@@ -328,6 +330,8 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
         body: dict[str, Any] = {"schema": stored.schema}
         if stored.schema_type != AVRO:
             body["schemaType"] = stored.schema_type
+        if stored.references:
+            body["references"] = [r.body() for r in stored.references]
         return body
 
     @router.get("/schemas/ids/{schema_id}/schema")
@@ -353,8 +357,10 @@ def registry_router(service: RegistryService, *, authorize_write: AuthorizeWrite
 
     async def _test(request: Request, subject: str, version: str | None) -> dict[str, Any]:
         spec = parse_version(version) if version is not None else None
-        schema, schema_type, _ = _schema_request(await _json_body(request, INVALID_SCHEMA))
-        result = service.state.check_compatibility(subject, schema, spec, schema_type=schema_type)
+        schema, schema_type, _, references = _schema_request(await _json_body(request, INVALID_SCHEMA))
+        result = service.state.check_compatibility(
+            subject, schema, spec, schema_type=schema_type, references=references
+        )
         body: dict[str, Any] = {"is_compatible": result.compatible}
         if _flag(request, "verbose"):
             body["messages"] = list(result.messages)

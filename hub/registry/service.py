@@ -20,6 +20,7 @@ from hub.contract import SCHEMAS_TOPIC
 from hub.registry.state import (
     AVRO,
     Record,
+    References,
     RegisterResult,
     RegistryHTTPError,
     RegistryState,
@@ -136,12 +137,13 @@ class RegistryService:
 
     async def register(
         self, subject: str, schema: str, *, schema_type: str = AVRO, normalize: bool = False,
-        schema_id: int | None = None,
+        schema_id: int | None = None, references: References = (),
     ) -> RegisterResult:
         """Register (or find) a schema under a subject; see :meth:`RegistryState.register`."""
         return await self._write(
             lambda s: s.register(
-                subject, schema, schema_type=schema_type, normalize=normalize, schema_id=schema_id
+                subject, schema, schema_type=schema_type, normalize=normalize, schema_id=schema_id,
+                references=references,
             ),
             lambda s, result: s.verify_registration(subject, result),
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ INVALID_VERSION = 42202
 INVALID_COMPATIBILITY_LEVEL = 42203
 INVALID_MODE = 42204
 OPERATION_NOT_PERMITTED = 42205
+REFERENCE_EXISTS = 42206
 INVALID_SUBJECT = 42208
 
 
@@ -102,6 +103,60 @@ def invalid_subject(subject: str) -> RegistryHTTPError:
     return RegistryHTTPError(422, INVALID_SUBJECT, f"The specified subject '{subject}' is not a valid.")
 
 
+def reference_exists(subject: str, version: int) -> RegistryHTTPError:
+    """Confluent's 42206 (its ``ReferenceExistsException`` names the ``_schemas`` key of the version)."""
+    return RegistryHTTPError(
+        422, REFERENCE_EXISTS,
+        f"One or more references exist to the schema {{magic=1,keytype=SCHEMA,subject={subject},version={version}}}.",
+    )
+
+
+# ---------------------------------------------------------------- references
+
+@dataclass(frozen=True, order=True)
+class Reference:
+    """A Confluent schema reference: the named type ``name`` is defined by ``subject`` version ``version``."""
+
+    name: str
+    subject: str
+    version: int
+
+    def body(self) -> dict[str, Any]:
+        return {"name": self.name, "subject": self.subject, "version": self.version}
+
+
+References = tuple[Reference, ...]
+
+
+def parse_references(raw: object) -> References:
+    """References from a request or a record (a list of ``{name, subject, version}``); 42201 if malformed."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise invalid_schema("'references' must be a list of {name, subject, version} objects")
+    found: list[Reference] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise invalid_schema("each of 'references' must be an object {name, subject, version}")
+        name, subject, version = item.get("name"), item.get("subject"), item.get("version")
+        if not isinstance(name, str) or not name or not isinstance(subject, str) or not subject:
+            raise invalid_schema("each of 'references' needs a non-empty 'name' and 'subject'")
+        if not _is_version_number(version):
+            raise invalid_schema(
+                f"references: the version of reference '{name}' must be an integer between 1 and 2^31-1"
+            )
+        found.append(Reference(name, subject, version))
+    return tuple(found)
+
+
+def _identity(canonical: str, references: References) -> str:
+    """What decides a schema's id: its canonical form and, when it has any, its references (as Confluent)."""
+    if not references:
+        return canonical
+    refs = json.dumps([r.body() for r in references], separators=(",", ":"), ensure_ascii=False)
+    return f"{canonical}\x00references={refs}"
+
+
 # ---------------------------------------------------------------- records (Confluent's _schemas format)
 
 def schema_key(subject: str, version: int) -> Key:
@@ -150,14 +205,18 @@ class SchemaVersion:
     schema: str
     deleted: bool = False
     schema_type: str = AVRO
+    references: References = ()
 
     def response(self) -> dict[str, Any]:
-        """The Confluent JSON of this version (``schemaType`` only when not AVRO, as Confluent does)."""
+        """The Confluent JSON of this version (``schemaType`` only when not AVRO, ``references`` only when
+        there are any, as Confluent does)."""
         body: dict[str, Any] = {
             "subject": self.subject, "version": self.version, "id": self.id, "schema": self.schema,
         }
         if self.schema_type != AVRO:
             body["schemaType"] = self.schema_type
+        if self.references:
+            body["references"] = [r.body() for r in self.references]
         return body
 
     def record(self) -> Record:
@@ -167,6 +226,8 @@ class SchemaVersion:
         }
         if self.schema_type != AVRO:
             value["schemaType"] = self.schema_type
+        if self.references:
+            value["references"] = [r.body() for r in self.references]
         return schema_key(self.subject, self.version), value
 
 
@@ -178,6 +239,11 @@ class StoredSchema:
     schema: str
     canonical: str
     schema_type: str = AVRO
+    references: References = ()
+
+    @property
+    def identity(self) -> str:
+        return _identity(self.canonical, self.references)
 
 
 @dataclass(frozen=True)
@@ -251,21 +317,34 @@ class RegistryState:
         if value.get("subject", subject) != subject or value.get("version", version) != version:
             return False
         try:
-            parsed = compatibility.parse(text)
-        except InvalidSchemaError:
+            references = parse_references(value.get("references"))
+        except RegistryHTTPError:
             return False
+        try:
+            parsed = self._parse_resolved(text, references)
+            canonical = parsed.canonical
+        except RegistryHTTPError:  # references that do not resolve (here): keep the text as it is
+            if not references:
+                return False
+            try:
+                canonical = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+            except (ValueError, RecursionError):
+                return False
+            parsed = None
         self.max_id = max(self.max_id, schema_id)
         stored = self.schemas.get(schema_id)
-        if stored is not None and stored.canonical != parsed.canonical:
+        identity = _identity(canonical, references)
+        if stored is not None and stored.identity != identity:
             return False  # the id is already another schema's: a racing writer lost
         current = (versions or {}).get(version)
         if current is not None and current.id != schema_id:
             return False  # the slot is already another schema's: a racing writer lost
         if stored is None:
-            stored = StoredSchema(schema_id, parsed.text, parsed.canonical, schema_type)
+            stored_text = parsed.text if parsed is not None else canonical
+            stored = StoredSchema(schema_id, stored_text, canonical, schema_type, references)
             self.schemas[schema_id] = stored
-        self.ids_by_canonical.setdefault(parsed.canonical, schema_id)
-        entry = SchemaVersion(subject, version, schema_id, stored.schema, deleted, schema_type)
+        self.ids_by_canonical.setdefault(identity, schema_id)
+        entry = SchemaVersion(subject, version, schema_id, stored.schema, deleted, schema_type, references)
         self.subjects.setdefault(subject, {})[version] = entry
         return True
 
@@ -383,15 +462,17 @@ class RegistryState:
 
     def lookup(
         self, subject: str, schema_text: str, *, schema_type: str = AVRO, deleted: bool = False,
+        references: References = (),
     ) -> SchemaVersion:
-        """The subject's version holding this schema (same canonical form): 40401 / 40403 if none."""
-        parsed = _validate(schema_text, schema_type)
+        """The subject's version holding this schema (same canonical form and references): 40401 / 40403."""
+        parsed = self._parse_resolved(schema_text, references, schema_type)
+        identity = _identity(parsed.canonical, references)
         entries = self.subjects.get(subject)
         if not entries or (not deleted and all(e.deleted for e in entries.values())):
             raise subject_not_found(subject)
         matches = [
             e for _, e in sorted(entries.items())
-            if (deleted or not e.deleted) and self.schemas[e.id].canonical == parsed.canonical
+            if (deleted or not e.deleted) and self.schemas[e.id].identity == identity
         ]
         if not matches:
             raise schema_not_found()
@@ -400,10 +481,11 @@ class RegistryState:
 
     def check_compatibility(
         self, subject: str, schema_text: str, spec: VersionSpec | None = None, *, schema_type: str = AVRO,
+        references: References = (),
     ) -> compatibility.CompatibilityResult:
         """Test a schema against one version, or (``latest``/None) against the subject as its level says."""
         _check_subject(subject)
-        parsed = _validate(schema_text, schema_type)
+        parsed = self._parse_resolved(schema_text, references, schema_type)
         level = self.effective_level(subject)
         if spec is None or spec == "latest":
             previous = self.live_versions(subject)
@@ -414,6 +496,54 @@ class RegistryState:
             previous = [entry]
         return self._compatible(parsed, previous, level)
 
+    def resolve(self, references: References) -> list[str]:
+        """The texts of every schema the references need, recursively, each after its own dependencies.
+
+        42201 when a referenced subject or version does not exist (soft-deleted versions still resolve, so
+        schemas referencing them keep working) or when the references form a cycle.
+        """
+        ordered: list[str] = []
+        done: set[tuple[str, int]] = set()
+
+        def visit(refs: References, path: tuple[tuple[str, int], ...]) -> None:
+            for ref in refs:
+                key = (ref.subject, ref.version)
+                if key in path:
+                    cycle = " -> ".join(f"{s} version {v}" for s, v in (*path[path.index(key):], key))
+                    raise invalid_schema(f"references form a cycle: {cycle}")
+                if key in done:
+                    continue
+                entries = self.subjects.get(ref.subject)
+                if not entries:
+                    raise invalid_schema(
+                        f"references: subject '{ref.subject}' of reference '{ref.name}' not found"
+                    )
+                entry = entries.get(ref.version)
+                if entry is None:
+                    raise invalid_schema(
+                        f"references: version {ref.version} of subject '{ref.subject}' (reference "
+                        f"'{ref.name}') not found"
+                    )
+                visit(entry.references, (*path, key))
+                done.add(key)
+                ordered.append(entry.schema)
+
+        visit(references, ())
+        return ordered
+
+    def _parse_resolved(
+        self, schema_text: object, references: References, schema_type: str = AVRO,
+    ) -> ParsedSchema:
+        """Validate a schema with its references' named types known (42201 if invalid or unresolvable)."""
+        return _validate(schema_text, schema_type, self.resolve(references) if references else ())
+
+    def referenced_by(self, subject: str, version: int) -> list[int]:
+        """Ids of the schemas (in any subject version, soft-deleted ones included) referencing this version."""
+        return sorted({
+            e.id for versions in self.subjects.values() for e in versions.values()
+            if any(r.subject == subject and r.version == version for r in e.references)
+        })
+
     def _compatible(
         self, parsed: ParsedSchema, previous: list[SchemaVersion], level: str
     ) -> compatibility.CompatibilityResult:
@@ -421,13 +551,13 @@ class RegistryState:
         return compatibility.is_compatible(parsed, [self._parsed(e) for e in previous], level, labels=labels)
 
     def _parsed(self, entry: SchemaVersion) -> ParsedSchema:
-        return compatibility.parse(self.schemas[entry.id].schema)
+        return self._parse_resolved(entry.schema, entry.references, entry.schema_type)
 
     # ------------------------------------------------------------ operations (results + records)
 
     def register(
         self, subject: str, schema_text: str, *, schema_type: str = AVRO, normalize: bool = False,
-        schema_id: int | None = None,
+        schema_id: int | None = None, references: References = (),
     ) -> tuple[RegisterResult, list[Record]]:
         """Register a schema under a subject: the existing version if it is already there, else a new one.
 
@@ -435,10 +565,11 @@ class RegistryState:
         version must pass the subject's compatibility level (409 with the reasons otherwise).
         """
         _check_subject(subject)
-        parsed = _validate(schema_text, schema_type)
+        parsed = self._parse_resolved(schema_text, references, schema_type)
+        identity = _identity(parsed.canonical, references)
         entries = self.subjects.get(subject, {})
         for _, entry in sorted(entries.items(), reverse=True):
-            if not entry.deleted and self.schemas[entry.id].canonical == parsed.canonical:
+            if not entry.deleted and self.schemas[entry.id].identity == identity:
                 _check_requested_id(subject, schema_id, entry.id)
                 return RegisterResult(entry.id, entry.version, created=False), []
         level = self.effective_level(subject)
@@ -450,7 +581,7 @@ class RegistryState:
                 f"Schema being registered is incompatible with an earlier schema for subject \"{subject}\", "
                 f"details: [{', '.join(result.messages)}]",
             )
-        new_id = self.ids_by_canonical.get(parsed.canonical)
+        new_id = self.ids_by_canonical.get(identity)
         if new_id is None:
             new_id = self.max_id + 1
         _check_requested_id(subject, schema_id, new_id)
@@ -459,7 +590,7 @@ class RegistryState:
             raise RegistryHTTPError(422, INVALID_VERSION, f"Subject '{subject}' has no version numbers left")
         stored = self.schemas.get(new_id)
         text = stored.schema if stored is not None else (parsed.canonical if normalize else parsed.text)
-        entry = SchemaVersion(subject, version, new_id, text, False, schema_type)
+        entry = SchemaVersion(subject, version, new_id, text, False, schema_type, references)
         return RegisterResult(new_id, version, created=True), [entry.record()]
 
     def verify_registration(self, subject: str, result: RegisterResult) -> list[Record] | None:
@@ -493,12 +624,14 @@ class RegistryState:
             records.append((delete_subject_key(subject), None))
             if subject in self.subject_levels:
                 records.append((config_key(subject), None))
+            self._check_unreferenced(subject, numbers)
             return numbers, records
         if not live:
             raise RegistryHTTPError(
                 404, SUBJECT_SOFT_DELETED,
                 f"Subject '{subject}' was soft deleted.Set permanent=true to delete permanently",
             )
+        self._check_unreferenced(subject, live)
         records = [(delete_subject_key(subject), {"subject": subject, "version": max(entries)})]
         if subject in self.subject_levels:
             records.append((config_key(subject), None))
@@ -518,6 +651,7 @@ class RegistryState:
             if found is None:
                 raise version_not_found(spec)
             entry = found
+        self._check_unreferenced(subject, [entry.version])
         if permanent:
             if not entry.deleted:
                 raise RegistryHTTPError(
@@ -533,6 +667,12 @@ class RegistryState:
                 "permanently",
             )
         return entry.version, [replace(entry, deleted=True).record()]
+
+    def _check_unreferenced(self, subject: str, versions: Iterable[int]) -> None:
+        """42206 when another schema still references one of these versions (as Confluent refuses)."""
+        for version in versions:
+            if self.referenced_by(subject, version):
+                raise reference_exists(subject, version)
 
     def set_config(self, subject: str | None, level: object) -> tuple[str, list[Record]]:
         """Set the global (``subject`` None) or a subject's compatibility level (42203 if not a level)."""
@@ -593,7 +733,7 @@ def _check_requested_id(subject: str, requested: int | None, actual: int) -> Non
         raise RegistryHTTPError(422, OPERATION_NOT_PERMITTED, f"Subject {subject} is not in import mode")
 
 
-def _validate(schema_text: object, schema_type: str) -> ParsedSchema:
+def _validate(schema_text: object, schema_type: str, dependencies: Sequence[str] = ()) -> ParsedSchema:
     if schema_type not in SUPPORTED_TYPES:
         if schema_type in KNOWN_TYPES:
             raise invalid_schema(f"schema type {schema_type} is not supported by this registry, only AVRO")
@@ -602,6 +742,6 @@ def _validate(schema_text: object, schema_type: str) -> ParsedSchema:
     if not isinstance(schema_text, str) or not schema_text.strip():
         raise RegistryHTTPError(422, INVALID_SCHEMA, EMPTY_SCHEMA_MESSAGE)
     try:
-        return compatibility.parse(schema_text)
+        return compatibility.parse_with_references(schema_text, dependencies)
     except InvalidSchemaError as exc:
         raise invalid_schema(str(exc)) from exc

@@ -1,0 +1,222 @@
+"""Confluent schema references (Avro): storage, resolution, compatibility, referencedby, delete protection.
+
+State-level tests use the pure :class:`RegistryState`; route tests run the real router over a registry
+whose writes apply to its state in memory (no Kafka), as ``test_registry_errors`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from hub.registry.routes import install_registry_error_handlers, registry_router
+from hub.registry.state import (
+    Record,
+    Reference,
+    RegistryHTTPError,
+    RegistryState,
+    decode_record,
+    encode_record,
+    schema_key,
+)
+from hub.settings import Settings
+from tests.unit.test_registry_errors import MemoryRegistry
+
+
+def rec(name: str, *fields: dict[str, Any]) -> str:
+    return json.dumps({"type": "record", "name": name, "namespace": "com.example", "fields": list(fields)})
+
+
+COUNTRY = rec("Country", {"name": "code", "type": "string"})
+ADDRESS = rec("Address", {"name": "city", "type": "string"}, {"name": "country", "type": "com.example.Country"})
+USER = rec("User", {"name": "id", "type": "long"}, {"name": "home", "type": "com.example.Address"})
+USER_V2 = rec(
+    "User", {"name": "id", "type": "long"}, {"name": "home", "type": "com.example.Address"},
+    {"name": "work", "type": ["null", "com.example.Address"], "default": None},
+)
+USER_BAD = rec(
+    "User", {"name": "id", "type": "long"}, {"name": "home", "type": "com.example.Address"},
+    {"name": "work", "type": "com.example.Address"},
+)
+COUNTRY_REF = Reference("com.example.Country", "country-value", 1)
+ADDRESS_REF = Reference("com.example.Address", "address-value", 1)
+
+
+class Journal:
+    def __init__(self) -> None:
+        self.state = RegistryState()
+        self.records: list[Record] = []
+
+    def commit(self, records: list[Record]) -> None:
+        self.records += records
+        self.state.commit(records)
+
+    def register(self, subject: str, schema: str, refs: tuple[Reference, ...] = ()) -> int:
+        result, records = self.state.register(subject, schema, references=refs)
+        self.commit(records)
+        return result.id
+
+
+def nested() -> tuple[Journal, int, int, int]:
+    j = Journal()
+    country = j.register("country-value", COUNTRY)
+    address = j.register("address-value", ADDRESS, (COUNTRY_REF,))
+    user = j.register("user-value", USER, (ADDRESS_REF,))
+    return j, country, address, user
+
+
+def expect(status: int, code: int, text: str, call: Any, *args: Any, **kwargs: Any) -> RegistryHTTPError:
+    with pytest.raises(RegistryHTTPError) as err:
+        call(*args, **kwargs)
+    assert (err.value.status, err.value.error_code) == (status, code), repr(err.value)
+    assert text in err.value.message, err.value.message
+    return err.value
+
+
+def test_nested_references_resolve_and_are_stored() -> None:
+    j, country, address, user = nested()
+    assert len({country, address, user}) == 3
+    entry = j.state.get_version("user-value", 1)
+    assert entry.references == (ADDRESS_REF,)
+    assert j.state.schema_by_id(user).references == (ADDRESS_REF,)
+    resolved = [json.loads(text)["name"] for text in j.state.resolve((ADDRESS_REF,))]
+    assert resolved == ["Country", "Address"]  # dependencies first
+    assert entry.response()["references"] == [
+        {"name": "com.example.Address", "subject": "address-value", "version": 1}
+    ]
+    assert "references" not in j.state.get_version("country-value", 1).response()
+    # registering again is idempotent; the lookup needs the same references
+    assert j.register("user-value", USER, (ADDRESS_REF,)) == user
+    assert j.state.lookup("user-value", USER, references=(ADDRESS_REF,)).id == user
+
+
+def test_same_text_with_other_references_is_another_schema() -> None:
+    j, _, _, user = nested()
+    j.commit(j.state.set_config(None, "NONE")[1])
+    j.register("address-value", ADDRESS.replace('"city"', '"town"'), (COUNTRY_REF,))
+    other = j.register("user-value", USER, (Reference("com.example.Address", "address-value", 2),))
+    assert other != user
+    assert j.state.get_version("user-value", 2).id == other
+
+
+def test_a_schema_without_its_references_is_invalid() -> None:
+    j, _, _, _ = nested()
+    expect(422, 42201, "Invalid schema", j.state.register, "x-value", USER)
+
+
+def test_missing_referenced_subject_or_version_is_42201() -> None:
+    j, _, _, _ = nested()
+    expect(422, 42201, "subject 'nowhere-value'", j.state.register, "x-value", USER,
+           references=(Reference("com.example.Address", "nowhere-value", 1),))
+    expect(422, 42201, "version 7 of subject 'address-value'", j.state.register, "x-value", USER,
+           references=(Reference("com.example.Address", "address-value", 7),))
+
+
+def test_a_reference_cycle_is_refused() -> None:
+    j = Journal()
+    a = {"subject": "a-value", "version": 1, "id": 1, "schema": rec("A", {"name": "b", "type": "com.example.B"}),
+         "deleted": False, "references": [{"name": "com.example.B", "subject": "b-value", "version": 1}]}
+    b = {"subject": "b-value", "version": 1, "id": 2, "schema": rec("B", {"name": "a", "type": "com.example.A"}),
+         "deleted": False, "references": [{"name": "com.example.A", "subject": "a-value", "version": 1}]}
+    j.commit([(schema_key("a-value", 1), a), (schema_key("b-value", 1), b)])
+    assert j.state.get_version("b-value", 1).references
+    expect(422, 42201, "cycle", j.state.register, "c-value", rec("C", {"name": "a", "type": "com.example.A"}),
+           references=(Reference("com.example.A", "a-value", 1),))
+
+
+def test_referenced_by_and_delete_protection() -> None:
+    j, country, address, user = nested()
+    assert j.state.referenced_by("country-value", 1) == [address]
+    assert j.state.referenced_by("address-value", 1) == [user]
+    assert j.state.referenced_by("user-value", 1) == []
+    err = expect(422, 42206, "One or more references exist", j.state.delete_version, "address-value", 1)
+    assert err.message == (
+        "One or more references exist to the schema {magic=1,keytype=SCHEMA,subject=address-value,version=1}."
+    )
+    expect(422, 42206, "subject=country-value", j.state.delete_subject, "country-value")
+    # delete the referrer first (soft, then permanent), then the referenced one may go
+    j.commit(j.state.delete_version("user-value", 1)[1])
+    expect(422, 42206, "address-value", j.state.delete_version, "address-value", 1)  # soft-deleted still counts
+    j.commit(j.state.delete_version("user-value", 1, permanent=True)[1])
+    assert j.state.referenced_by("address-value", 1) == []
+    j.commit(j.state.delete_version("address-value", 1)[1])
+
+
+def test_references_round_trip_through_schemas_records() -> None:
+    j, _, _, user = nested()
+    key, value = j.state.get_version("user-value", 1).record()
+    assert value is not None
+    assert value["references"] == [{"name": "com.example.Address", "subject": "address-value", "version": 1}]
+    assert "references" not in (j.state.get_version("country-value", 1).record()[1] or {})
+    encoded = [encode_record(k, v) for k, v in j.records]
+    decoded = [decode_record(k, v) for k, v in encoded]
+    replayed = RegistryState.replay([r for r in decoded if r is not None])
+    assert replayed.subjects == j.state.subjects
+    assert replayed.schema_by_id(user).references == (ADDRESS_REF,)
+    assert replayed.ids_by_canonical == j.state.ids_by_canonical
+
+
+def test_compatibility_uses_the_resolved_schema() -> None:
+    j, _, _, _ = nested()
+    assert j.state.check_compatibility("user-value", USER_V2, references=(ADDRESS_REF,)).compatible
+    result = j.state.check_compatibility("user-value", USER_BAD, references=(ADDRESS_REF,))
+    assert not result.compatible
+    assert "work" in " ".join(result.messages)
+    expect(409, 409, "incompatible", j.state.register, "user-value", USER_BAD, references=(ADDRESS_REF,))
+    j.register("user-value", USER_V2, (ADDRESS_REF,))
+    assert j.state.get_version("user-value", "latest").version == 2
+
+
+# ---------------------------------------------------------------- over HTTP
+
+@pytest.fixture()
+def client() -> Iterator[TestClient]:
+    service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
+    app = FastAPI()
+    install_registry_error_handlers(app)
+    app.include_router(registry_router(service))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def refs(*items: Reference) -> list[dict[str, Any]]:
+    return [r.__dict__ | {} for r in items]
+
+
+def test_routes_serve_references(client: TestClient) -> None:
+    def post(path: str, body: dict[str, Any]) -> Any:
+        response = client.post(path, json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    post("/subjects/country-value/versions", {"schema": COUNTRY})
+    address = post("/subjects/address-value/versions", {"schema": ADDRESS, "references": refs(COUNTRY_REF)})
+    user = post("/subjects/user-value/versions", {"schema": USER, "references": refs(ADDRESS_REF)})
+    user_refs = refs(ADDRESS_REF)
+    assert client.get(f"/schemas/ids/{user['id']}").json()["references"] == user_refs
+    assert "references" not in client.get("/schemas/ids/1").json()
+    assert client.get("/subjects/user-value/versions/1").json()["references"] == user_refs
+    found = post("/subjects/user-value", {"schema": USER, "references": user_refs})
+    assert (found["id"], found["references"]) == (user["id"], user_refs)
+    assert client.post("/subjects/user-value", json={"schema": USER}).status_code == 422
+    assert client.get("/subjects/address-value/versions/1/referencedby").json() == [user["id"]]
+    assert client.get("/subjects/country-value/versions/latest/referencedby").json() == [address["id"]]
+    assert client.get(f"/schemas/ids/{user['id']}/versions").json() == [{"subject": "user-value", "version": 1}]
+    compat = client.post("/compatibility/subjects/user-value/versions/latest",
+                         json={"schema": USER_BAD, "references": user_refs})
+    assert compat.json() == {"is_compatible": False}
+    deleted = client.delete("/subjects/address-value/versions/1")
+    assert deleted.status_code == 422
+    assert deleted.json()["error_code"] == 42206
+    missing = client.post("/subjects/x-value/versions", json={
+        "schema": USER, "references": [{"name": "com.example.Address", "subject": "nope", "version": 1}],
+    })
+    assert (missing.status_code, missing.json()["error_code"]) == (422, 42201)
+    assert "references" in missing.json()["message"]
+    bad = client.post("/subjects/x-value/versions", json={"schema": USER, "references": [{"name": "x"}]})
+    assert (bad.status_code, bad.json()["error_code"]) == (422, 42201)
