@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from hub.registry.framing import parse_schema
+from hub.registry.framing import named_types, parse_schema
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 _RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -37,11 +37,16 @@ class SchemaNotFound(RegistryClientError):
 
 @dataclass(frozen=True)
 class RegisteredSchema:
-    """A schema by its global id: the text as the registry serves it and its fastavro-parsed form."""
+    """A schema by its global id: the text as the registry serves it and its fastavro-parsed form.
+
+    ``references`` are its Confluent references (``{name, subject, version}``); ``parsed`` knows the named
+    types they define.
+    """
 
     id: int
     schema_str: str
     parsed: Any = field(compare=False, repr=False)
+    references: tuple[tuple[str, str, int], ...] = ()
 
 
 class RegistryClient:
@@ -49,7 +54,7 @@ class RegistryClient:
 
     def __init__(
         self, url: str, *, auth: tuple[str, str] | None = None, token: str | None = None, timeout: float = 10,
-        retries: int = 2,
+        retries: int = 2, transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``auth`` (user, password) sends HTTP Basic, as Confluent clients' ``basic.auth.user.info`` does;
         ``token`` sends ``Authorization: Bearer <token>``. The hub's registry needs either for writes
@@ -63,10 +68,12 @@ class RegistryClient:
             headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(
             base_url=self.url, auth=httpx.BasicAuth(*auth) if auth else None, timeout=timeout, headers=headers,
+            transport=transport,
         )
         self._by_id: dict[int, RegisteredSchema] = {}
         self._subject_ids: dict[str, frozenset[int]] = {}
         self._registered: dict[tuple[str, str], int] = {}
+        self._versions: dict[tuple[str, int], dict[str, Any]] = {}
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -119,18 +126,61 @@ class RegistryClient:
     def _subject_path(subject: str) -> str:
         return quote(subject, safe="")
 
-    def _remember(self, schema_id: int, schema_str: str) -> RegisteredSchema:
+    async def _remember(self, schema_id: int, answer: dict[str, Any]) -> RegisteredSchema:
+        """Cache a schema the registry served (``answer`` holds ``schema`` and maybe ``references``)."""
         known = self._by_id.get(schema_id)
         if known is not None:
             return known
+        schema_str = str(answer["schema"])
+        references = self._references(answer)
         try:
-            parsed = parse_schema(schema_str)
+            named = named_types(await self._dependencies(references)) if references else None
+            parsed = parse_schema(schema_str, named)
+        except RegistryClientError:
+            raise
         except Exception as exc:  # the registry served a schema fastavro cannot use
             reason = f"schema {schema_id} from the registry does not parse: {exc}"
             raise RegistryClientError(200, -1, reason) from exc
-        registered = RegisteredSchema(schema_id, schema_str, parsed)
+        registered = RegisteredSchema(schema_id, schema_str, parsed, references)
         self._by_id[schema_id] = registered
         return registered
+
+    @staticmethod
+    def _references(answer: dict[str, Any]) -> tuple[tuple[str, str, int], ...]:
+        raw = answer.get("references") or []
+        try:
+            return tuple((str(r["name"]), str(r["subject"]), int(r["version"])) for r in raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegistryClientError(200, -1, f"the registry served malformed references: {raw!r}") from exc
+
+    async def _version(self, subject: str, version: int) -> dict[str, Any]:
+        """One subject version's answer (cached: a version number always names the same schema)."""
+        key = (subject, version)
+        known = self._versions.get(key)
+        if known is None:
+            known = await self._request("GET", f"/subjects/{self._subject_path(subject)}/versions/{version}")
+            self._versions[key] = known
+        return known
+
+    async def _dependencies(self, references: tuple[tuple[str, str, int], ...]) -> list[str]:
+        """Texts of every schema the references need, recursively, each after its own dependencies."""
+        ordered: list[str] = []
+        done: set[tuple[str, int]] = set()
+
+        async def visit(refs: tuple[tuple[str, str, int], ...], path: frozenset[tuple[str, int]]) -> None:
+            for _, subject, version in refs:
+                key = (subject, version)
+                if key in path:
+                    raise RegistryClientError(200, -1, f"schema references form a cycle at {subject} {version}")
+                if key in done:
+                    continue
+                answer = await self._version(subject, version)
+                await visit(self._references(answer), path | {key})
+                done.add(key)
+                ordered.append(str(answer["schema"]))
+
+        await visit(references, frozenset())
+        return ordered
 
     # ------------------------------------------------------------ API
 
@@ -153,7 +203,7 @@ class RegistryClient:
         if known is not None:
             return known
         answer = await self._request("GET", f"/schemas/ids/{int(schema_id)}")
-        return self._remember(schema_id, str(answer["schema"]))
+        return await self._remember(schema_id, answer)
 
     def cached(self, schema_id: int) -> RegisteredSchema | None:
         """The cached schema for an id, without I/O (the hot path), or None."""
@@ -170,7 +220,7 @@ class RegistryClient:
             answer = await self._request("GET", f"/subjects/{path}/versions/{int(version)}")
             schema_id = int(answer["id"])
             if "schema" in answer:
-                self._remember(schema_id, str(answer["schema"]))
+                await self._remember(schema_id, answer)
             ids.add(schema_id)
         found = frozenset(ids)
         self._subject_ids[subject] = found
@@ -180,5 +230,5 @@ class RegistryClient:
         """(id, version, schema text) of the subject's latest live version."""
         answer = await self._request("GET", f"/subjects/{self._subject_path(subject)}/versions/latest")
         schema_id, schema_str = int(answer["id"]), str(answer["schema"])
-        self._remember(schema_id, schema_str)
+        await self._remember(schema_id, answer)
         return schema_id, int(answer["version"]), schema_str

@@ -66,11 +66,26 @@ def encode(schema_id: int, parsed_schema: Any, record: dict[str, Any]) -> bytes:
     return out.getvalue()
 
 
-def parse_schema(schema: str | dict[str, Any]) -> Any:
-    """fastavro-parse a schema given as JSON text or dict (raises ValueError-like errors on bad schemas)."""
+def parse_schema(schema: str | dict[str, Any], named_schemas: dict[str, Any] | None = None) -> Any:
+    """fastavro-parse a schema given as JSON text or dict (raises ValueError-like errors on bad schemas).
+
+    ``named_schemas`` are named types it may use without defining them (those of its Confluent references,
+    as :func:`named_types` builds them); they are copied, not changed.
+    """
     if isinstance(schema, str):
         schema = json.loads(schema)
+    if named_schemas:
+        return fastavro.parse_schema(schema, named_schemas=dict(named_schemas))
     return fastavro.parse_schema(schema)
+
+
+def named_types(dependencies: list[str | dict[str, Any]]) -> dict[str, Any]:
+    """fastavro's named types of referenced schemas, each given after the ones it references itself."""
+    named: dict[str, Any] = {}
+    for dependency in dependencies:
+        document = json.loads(dependency) if isinstance(dependency, str) else dependency
+        fastavro.parse_schema(document, named_schemas=named)
+    return named
 
 
 def make_encoder(schema_id: int, schema: str | dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:

@@ -220,3 +220,52 @@ def test_routes_serve_references(client: TestClient) -> None:
     assert "references" in missing.json()["message"]
     bad = client.post("/subjects/x-value/versions", json={"schema": USER, "references": [{"name": "x"}]})
     assert (bad.status_code, bad.json()["error_code"]) == (422, 42201)
+
+
+# ---------------------------------------------------------------- the hub's own client and decoding
+
+def test_client_resolves_references_and_decodes_framed_records() -> None:
+    import asyncio
+
+    import httpx
+
+    from hub.registry import framing
+    from hub.registry.client import RegistryClient
+
+    service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
+    app = FastAPI()
+    install_registry_error_handlers(app)
+    app.include_router(registry_router(service))
+    seen: list[str] = []
+    asgi = httpx.ASGITransport(app=app)
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        response = await asgi.handle_async_request(request)
+        await response.aread()
+        return httpx.Response(response.status_code, headers=response.headers, content=response.content)
+
+    async def scenario() -> None:
+        j = Journal()
+        j.state = service.state
+        j.register("country-value", COUNTRY)
+        j.register("address-value", ADDRESS, (COUNTRY_REF,))
+        user_id = j.register("user-value", USER, (ADDRESS_REF,))
+        async with RegistryClient("http://registry", transport=httpx.MockTransport(handler)) as client:
+            assert client.cached(user_id) is None
+            schema = await client.schema_by_id(user_id)
+            assert schema.references == (("com.example.Address", "address-value", 1),)
+            assert client.cached(user_id) is schema
+            record = {"id": 7, "home": {"city": "Oslo", "country": {"code": "NO"}}}
+            framed = framing.encode(user_id, schema.parsed, record)
+            sid, body = framing.split(framed)
+            assert sid == user_id
+            assert framing.decode_body(body, client.cached(sid).parsed) == record  # type: ignore[union-attr]
+            assert "GET /subjects/address-value/versions/1" in seen
+            assert "GET /subjects/country-value/versions/1" in seen
+            count = len(seen)
+            assert (await client.schema_by_id(user_id)) is schema and len(seen) == count  # cached
+            latest = await client.latest("user-value")
+            assert latest[0] == user_id
+
+    asyncio.run(scenario())
