@@ -46,7 +46,7 @@ from hub.control.errors import ControlError, TooManyRequests, Unauthorized
 from hub.control.state import ControlState
 from hub.registry.routes import AuthorizeWrite
 from hub.registry.service import RegistryService
-from hub.registry.state import AVRO
+from hub.registry.state import AVRO, parse_references
 
 CHALLENGE = 'Bearer realm="hub", Basic realm="hub"'
 AUDIT_TIMEOUT = 5.0  # seconds an audit write may hold up the answer to a refused request
@@ -318,7 +318,8 @@ async def _unchanged_registration(request: Request, registry: RegistryService, s
         schema_type = str(document.get("schemaType") or AVRO).upper()
         if not isinstance(schema, str) or document.get("id") is not None:
             return False
-        registry.state.lookup(subject, schema, schema_type=schema_type)
+        references = parse_references(document.get("references"))  # part of the schema's identity
+        registry.state.lookup(subject, schema, schema_type=schema_type, references=references)
     except Exception:  # anything else is a real write (or an error the route reports after auth)
         return False
     return True

@@ -269,3 +269,34 @@ def test_client_resolves_references_and_decodes_framed_records() -> None:
             assert latest[0] == user_id
 
     asyncio.run(scenario())
+
+
+def test_an_anonymous_registration_is_unchanged_only_with_the_same_references() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from hub.api.auth import _unchanged_registration
+
+    service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
+    j = Journal()
+    j.state = service.state
+    j.register("country-value", COUNTRY)
+    j.register("plain-value", COUNTRY)  # no references
+
+    def request(body: dict[str, Any]) -> Request:
+        raw = json.dumps(body).encode()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": raw, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "path": "/subjects/plain-value/versions", "headers": [],
+                 "query_string": b""}
+        return Request(scope, receive)
+
+    async def check(body: dict[str, Any]) -> bool:
+        return await _unchanged_registration(request(body), service, "plain-value")
+
+    assert asyncio.run(check({"schema": COUNTRY}))
+    with_refs = {"schema": COUNTRY, "references": refs(COUNTRY_REF)}
+    assert not asyncio.run(check(with_refs))  # another schema: a real write, which needs a token
