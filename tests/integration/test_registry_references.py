@@ -1,0 +1,80 @@
+"""Confluent schema references against a real ``hub up``: confluent-kafka's SchemaRegistryClient registers a
+schema referencing another subject's, its AvroSerializer/AvroDeserializer round-trip a record, the hub's own
+RegistryClient decodes the same bytes, and the registry answers referencedby and 42206 as Confluent does."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import httpx
+import pytest
+from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from hub.registry import framing
+from hub.registry.client import RegistryClient
+
+from .hubproc import HubProcess
+
+pytestmark = pytest.mark.integration
+
+
+def rec(name: str, *fields: dict[str, object]) -> str:
+    return json.dumps({"type": "record", "name": name, "namespace": "com.example", "fields": list(fields)})
+
+
+ADDRESS = rec("Address", {"name": "street", "type": "string"}, {"name": "city", "type": "string"})
+CUSTOMER = rec("Customer", {"name": "id", "type": "long"}, {"name": "address", "type": "com.example.Address"})
+
+
+def test_confluent_clients_register_and_round_trip_a_schema_with_references(hub: HubProcess) -> None:
+    tag = uuid.uuid4().hex[:8]
+    address_subject, topic = f"refs-{tag}.address-value", f"refs-{tag}.customers"
+    customer_subject = f"{topic}-value"
+    registry = SchemaRegistryClient({"url": hub.api, "basic.auth.user.info": f"hub:{hub.token}"})
+
+    address_id = registry.register_schema(address_subject, Schema(ADDRESS, "AVRO"))
+    reference = SchemaReference("com.example.Address", address_subject, 1)
+    customer_id = registry.register_schema(customer_subject, Schema(CUSTOMER, "AVRO", [reference]))
+    assert customer_id != address_id
+    fetched = registry.get_schema(customer_id)
+    assert [(r.name, r.subject, r.version) for r in fetched.references] == [
+        ("com.example.Address", address_subject, 1)
+    ]
+    latest = registry.get_latest_version(customer_subject)
+    assert latest.schema_id == customer_id and len(latest.schema.references) == 1
+    found = registry.lookup_schema(customer_subject, Schema(CUSTOMER, "AVRO", [reference]))
+    assert found.schema_id == customer_id
+
+    serializer = AvroSerializer(
+        registry, None, conf={"auto.register.schemas": False, "use.latest.version": True}
+    )
+    deserializer = AvroDeserializer(registry)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    value = {"id": 42, "address": {"street": "Storgata 1", "city": "Oslo"}}
+    data = serializer(value, ctx)
+    assert data is not None and framing.split(data)[0] == customer_id
+    assert deserializer(data, ctx) == value
+
+    async def hub_decodes() -> dict[str, object]:
+        async with RegistryClient(hub.api) as client:
+            schema = await client.schema_by_id(customer_id)
+            return framing.decode_body(framing.split(data)[1], schema.parsed)
+
+    assert asyncio.run(hub_decodes()) == value
+
+    referenced_by = httpx.get(f"{hub.api}/subjects/{address_subject}/versions/1/referencedby", timeout=10)
+    assert referenced_by.json() == [customer_id]
+    with pytest.raises(SchemaRegistryError) as refused:
+        registry.delete_version(address_subject, 1)
+    assert (refused.value.http_status_code, refused.value.error_code) == (422, 42206)
+    assert f"subject={address_subject},version=1" in refused.value.error_message
+
+    missing = SchemaReference("com.example.Address", f"refs-{tag}.nowhere-value", 1)
+    with pytest.raises(SchemaRegistryError) as unresolved:
+        registry.register_schema(f"refs-{tag}.other-value", Schema(CUSTOMER, "AVRO", [missing]))
+    assert (unresolved.value.http_status_code, unresolved.value.error_code) == (422, 42201)
