@@ -154,11 +154,13 @@ class RegistryClient:
             raise RegistryClientError(200, -1, f"the registry served malformed references: {raw!r}") from exc
 
     async def _version(self, subject: str, version: int) -> dict[str, Any]:
-        """One subject version's answer (cached: a version number always names the same schema)."""
+        """One subject version's answer, soft-deleted ones too (a referenced version may be soft-deleted; cached:
+        a version number always names the same schema)."""
         key = (subject, version)
         known = self._versions.get(key)
         if known is None:
-            known = await self._request("GET", f"/subjects/{self._subject_path(subject)}/versions/{version}")
+            path = f"/subjects/{self._subject_path(subject)}/versions/{version}?deleted=true"
+            known = await self._request("GET", path)
             self._versions[key] = known
         return known
 
