@@ -17,7 +17,6 @@ registered derived schemas) is rebuilt whenever the control plane's version chan
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -134,10 +133,10 @@ class ExchangeAgent(Agent):
             if not consumers or resource.sharing == "none":
                 continue
             try:
-                latest_id, _, latest_text = await self.registry.latest(resource.subject)
+                latest_id, _, _ = await self.registry.latest(resource.subject)
             except SchemaNotFound:
                 continue
-            schema = json.loads(latest_text)
+            schema = await self.registry.resolved(latest_id)  # references written in: masks need the fields
             for node in consumers.values():
                 plan = plan_for(resource, node, grant_of.get((resource.id, node.id)))
                 if is_passthrough(schema, plan):

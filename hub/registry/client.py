@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from hub.registry.framing import named_types, parse_schema
+from hub.registry.framing import inline_references, named_types, parse_schema
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
 _RETRIABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -206,6 +206,13 @@ class RegistryClient:
             return known
         answer = await self._request("GET", f"/schemas/ids/{int(schema_id)}")
         return await self._remember(schema_id, answer)
+
+    async def resolved(self, schema_id: int) -> Any:
+        """The schema's JSON document, self-contained: the named types of its references written in."""
+        schema = await self.schema_by_id(schema_id)
+        if not schema.references:
+            return json.loads(schema.schema_str)
+        return inline_references(schema.schema_str, await self._dependencies(schema.references))
 
     def cached(self, schema_id: int) -> RegisteredSchema | None:
         """The cached schema for an id, without I/O (the hot path), or None."""

@@ -107,3 +107,88 @@ def make_encoder(schema_id: int, schema: str | dict[str, Any]) -> Callable[[dict
         return bytes(out)
 
     return encode_fast
+
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+
+
+def _fullname(name: str, namespace: str | None) -> str:
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def _name_of(node: dict[str, Any], enclosing: str | None) -> str:
+    """A named type's full name (its own namespace, else the enclosing one; a dotted name is already full)."""
+    name = node["name"]
+    if "." in name:
+        return name
+    namespace = node.get("namespace")
+    return _fullname(name, enclosing if namespace is None else namespace or None)
+
+
+def inline_references(schema: str | dict[str, Any] | list[Any], dependencies: list[str]) -> Any:
+    """A self-contained copy of a schema whose named types come from Confluent references.
+
+    ``dependencies`` are the referenced schemas' texts (each after its own dependencies, as the registry
+    client resolves them); each referenced type is written in full where first used, under its full name,
+    and by name after that, so the result parses on its own (e.g. to derive a masked schema from it).
+    """
+    definitions: dict[str, Any] = {}
+
+    def collect(node: Any, namespace: str | None) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                collect(branch, namespace)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind in _NAMED and isinstance(node.get("name"), str):
+                full = _name_of(node, namespace)
+                definitions.setdefault(full, (node, full))
+                inner = full.rpartition(".")[0] or None
+                for fld in node.get("fields", []) if kind in ("record", "error") else []:
+                    if isinstance(fld, dict):
+                        collect(fld.get("type"), inner)
+            elif kind in ("array", "map"):
+                collect(node.get("items" if kind == "array" else "values"), namespace)
+            elif isinstance(kind, (dict, list)):
+                collect(kind, namespace)
+
+    for dependency in dependencies:
+        collect(json.loads(dependency), None)
+    defined: set[str] = set()
+
+    def walk(node: Any, namespace: str | None) -> Any:
+        if isinstance(node, str):
+            if node in _PRIMITIVES:
+                return node
+            full = _fullname(node, namespace)
+            if full in defined or full not in definitions:
+                return node
+            definition, _ = definitions[full]
+            copy = {k: v for k, v in definition.items() if k != "namespace"}
+            copy["name"] = full
+            return walk(copy, None)
+        if isinstance(node, list):
+            return [walk(branch, namespace) for branch in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        out = dict(node)
+        if kind in _NAMED and isinstance(node.get("name"), str):
+            full = _name_of(node, namespace)
+            defined.add(full)
+            inner = full.rpartition(".")[0] or None
+            if kind in ("record", "error"):
+                out["fields"] = [
+                    dict(fld, type=walk(fld.get("type"), inner)) if isinstance(fld, dict) else fld
+                    for fld in node.get("fields", [])
+                ]
+        elif kind in ("array", "map"):
+            key = "items" if kind == "array" else "values"
+            out[key] = walk(node.get(key), namespace)
+        elif isinstance(kind, (str, dict, list)):
+            out["type"] = walk(kind, namespace)
+        return out
+
+    document = json.loads(schema) if isinstance(schema, str) else schema
+    return walk(document, None)

@@ -265,6 +265,9 @@ def test_client_resolves_references_and_decodes_framed_records() -> None:
             assert "GET /subjects/country-value/versions/1" in seen
             count = len(seen)
             assert (await client.schema_by_id(user_id)) is schema and len(seen) == count  # cached
+            document = await client.resolved(user_id)  # self-contained, as masking derives schemas from it
+            assert document["fields"][1]["type"]["name"] == "com.example.Address"
+            assert framing.parse_schema(document)
             latest = await client.latest("user-value")
             assert latest[0] == user_id
 
@@ -300,3 +303,31 @@ def test_an_anonymous_registration_is_unchanged_only_with_the_same_references() 
     assert asyncio.run(check({"schema": COUNTRY}))
     with_refs = {"schema": COUNTRY, "references": refs(COUNTRY_REF)}
     assert not asyncio.run(check(with_refs))  # another schema: a real write, which needs a token
+
+
+def test_inline_references_makes_a_self_contained_schema() -> None:
+    import fastavro
+
+    from hub.registry.framing import inline_references
+
+    j, _, _, _ = nested()
+    user_v2 = rec(
+        "User", {"name": "id", "type": "long"}, {"name": "home", "type": "com.example.Address"},
+        {"name": "work", "type": ["null", "Address"], "default": None},
+        {"name": "tags", "type": {"type": "array", "items": "com.example.Country"}},
+    )
+    document = inline_references(user_v2, j.state.resolve((ADDRESS_REF,)))
+    fastavro.parse_schema(document)  # parses alone: every referenced type written in once
+    home = document["fields"][1]["type"]
+    assert home["name"] == "com.example.Address" and home["fields"][1]["type"]["name"] == "com.example.Country"
+    assert document["fields"][2]["type"] == ["null", "Address"]  # by name after its first use
+    assert document["fields"][3]["type"]["items"] == "com.example.Country"
+    assert inline_references(COUNTRY, []) == json.loads(COUNTRY)
+    resolved = j.state._parse_resolved(user_v2, (ADDRESS_REF,))
+    assert compatibility_canonical(document) == resolved.canonical
+
+
+def compatibility_canonical(document: Any) -> str:
+    from hub.registry import compatibility
+
+    return compatibility.parse(json.dumps(document)).canonical
