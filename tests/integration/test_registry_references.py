@@ -17,6 +17,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from hub.registry import framing
 from hub.registry.client import RegistryClient
+from hub.settings import REPO_ROOT
 
 from .hubproc import HubProcess
 
@@ -136,3 +137,26 @@ async def test_a_catalogued_resource_whose_schema_has_references_flows_through_t
     delivered = got[0]
     assert AvroDeserializer(registry)(delivered.value, SerializationContext(feed_topic(consumer),
                                                                             MessageField.VALUE)) == value
+
+
+async def test_referencing_another_departments_subject_is_allowed_writing_to_it_is_not(hub: HubProcess) -> None:
+    """Reading is open, so a node may reference another department's subject; subject ownership still holds
+    for the referenced subject itself."""
+    vaccination = (REPO_ROOT / "schemas/health/vaccination_record.avsc").read_text()
+    owned = "municipal.health.vaccination-value"  # bound to municipal.health's catalogue entry
+    async with RegistryClient(hub.api, token=hub.token) as operator:
+        await operator.register(owned, json.dumps(json.loads(vaccination)))
+    async with httpx.AsyncClient(base_url=hub.api, headers={"Authorization": f"Bearer {hub.token}"},
+                                 timeout=30) as http:
+        issued = await http.post("/v1/nodes/municipal.market/token")
+        assert issued.status_code == 201, issued.text
+    market = SchemaRegistryClient({"url": hub.api,
+                                   "basic.auth.user.info": f"municipal.market:{issued.json()['token']}"})
+    tag = uuid.uuid4().hex[:8]
+    audit = rec("VaccinationAudit", {"name": "note", "type": "string"},
+                {"name": "record", "type": "cn.gov.sh.health.VaccinationRecord"})
+    reference = SchemaReference("cn.gov.sh.health.VaccinationRecord", owned, 1)
+    assert market.register_schema(f"municipal.market.refs-{tag}-value", Schema(audit, "AVRO", [reference])) > 0
+    with pytest.raises(SchemaRegistryError) as refused:
+        market.register_schema(owned, Schema('{"type": "string"}', "AVRO"))
+    assert refused.value.http_status_code == 403
