@@ -21,16 +21,7 @@ from hub.registry.service import RegistryService
 from hub.registry.state import RegistryState
 from hub.settings import Settings
 
-
-def record(*fields: dict[str, Any], name: str = "User") -> str:
-    return json.dumps({"type": "record", "name": name, "namespace": "hub.test", "fields": list(fields)})
-
-
-ID = {"name": "id", "type": "long"}
-V1 = record(ID)
-V2 = record(ID, {"name": "email", "type": ["null", "string"], "default": None})
-V2_REQUIRED = record(ID, {"name": "email", "type": "string"})
-OTHER = record({"name": "code", "type": "string"}, name="Other")
+from .test_registry_state import OTHER, V1, V2, V2_REQUIRED
 
 LEVELS = (
     "Invalid compatibility level. Valid values are none, backward, forward, full, "

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 
 from hub.registry.routes import install_registry_error_handlers, registry_router
 from hub.registry.state import (
-    Record,
     Reference,
     RegistryHTTPError,
     RegistryState,
@@ -26,6 +25,8 @@ from hub.registry.state import (
 )
 from hub.settings import Settings
 from tests.unit.test_registry_errors import MemoryRegistry
+
+from .test_registry_state import Journal as StateJournal
 
 
 def rec(name: str, *fields: dict[str, Any]) -> str:
@@ -47,14 +48,8 @@ COUNTRY_REF = Reference("com.example.Country", "country-value", 1)
 ADDRESS_REF = Reference("com.example.Address", "address-value", 1)
 
 
-class Journal:
-    def __init__(self) -> None:
-        self.state = RegistryState()
-        self.records: list[Record] = []
-
-    def commit(self, records: list[Record]) -> None:
-        self.records += records
-        self.state.commit(records)
+class Journal(StateJournal):
+    """The registry-state test journal, registering with references."""
 
     def register(self, subject: str, schema: str, refs: tuple[Reference, ...] = ()) -> int:
         result, records = self.state.register(subject, schema, references=refs)
