@@ -39,7 +39,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from hub.broker.clients import make_consumer, make_producer
 from hub.broker.records import RawRecord
 from hub.broker.sender import BatchSender
-from hub.broker.topics import SNAPSHOT_MAX_BYTES, ensure_topics, worker_topics
+from hub.broker.topics import SNAPSHOT_MAX_BYTES, ensure_topics
 from hub.calls.agent import CallAgent
 from hub.contract import (
     AUDIT_SUBJECT,
@@ -107,6 +107,8 @@ class HubWorker(mode.Service):
 
     # ------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
+        """Clients and the hub's schemas (the hub's own topics exist already: ``hub.runtime.prepare_topics`` creates
+        them before any client runs; node topics are created as nodes appear)."""
         await self._wait_for_registry()
         self.producer = make_producer(self.settings, self.bootstrap, enable_idempotence=True, linger_ms=5,
                                       max_batch_size=256 * 1024, max_request_size=SNAPSHOT_MAX_BYTES)
@@ -117,7 +119,6 @@ class HubWorker(mode.Service):
         self.audit.encode = audit.encode
         self.exchange.audit_schema, self.exchange.quarantine_schema = audit, quarantine
         self.calls.quarantine_encode = quarantine.encode
-        await ensure_topics(self.settings, self.bootstrap, worker_topics(()))
         await self.control.start()
         await self.partitions.start()
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -136,3 +143,58 @@ class TopicReader:
 
 def header(record: ConsumerRecord, name: str) -> bytes | None:
     return next((v for k, v in record.headers if k == name), None)
+
+
+# ---------------------------------------------------------------- waiting on the consumer group
+async def until(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float, what: str) -> T:
+    """Poll ``probe`` until ``ok`` holds of its result; fail with the last result after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = await probe()
+        if ok(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s; last seen {got!r}")
+        await asyncio.sleep(0.5)
+
+
+class Group:
+    """The consumer group as the broker describes it: its state and, per member, the topic partitions it holds."""
+
+    def __init__(self, bootstrap: str, group_id: str) -> None:
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self.group_id = group_id
+
+    async def __aenter__(self) -> Group:
+        await self.admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.admin.close()
+
+    async def describe(self) -> tuple[str, dict[str, set[tuple[str, int]]]]:
+        try:
+            [response] = await self.admin.describe_consumer_groups([self.group_id])
+        except KafkaError as exc:  # e.g. the coordinator is not there yet: ask again
+            return f"unavailable: {exc!r}", {}
+        [group] = response.groups
+        state, members = group[2], group[5]
+        held: dict[str, set[tuple[str, int]]] = {}
+        for member in members:
+            raw = member[-1]  # member_assignment is the last field in every version
+            assignment = ConsumerProtocolMemberAssignment.decode(raw).assignment if raw else []
+            held[member[0]] = {(topic, p) for topic, parts in assignment for p in parts}
+        return state, held
+
+    async def committed(self, topic: str, partitions: int) -> dict[int, int]:
+        """partition -> the group's committed offset on ``topic`` (-1: none)."""
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        offsets = await self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        return {tp.partition: offsets[tp].offset if tp in offsets else -1 for tp in tps}
+
+
+def stable_with(members: int, check: Callable[[dict[str, set[tuple[str, int]]]], bool] = lambda _: True):
+    def ok(described: tuple[str, dict[str, set[tuple[str, int]]]]) -> bool:
+        state, held = described
+        return state == "Stable" and len(held) == members and all(held.values()) and check(held)
+    return ok

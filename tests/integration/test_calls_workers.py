@@ -19,7 +19,7 @@ from hub.broker.manager import LocalBroker, free_port
 from hub.contract import CALLS_TOPIC
 from hub.settings import Settings
 
-from .hubproc import HubProcess, start_hub, start_worker
+from .hubproc import Group, HubProcess, stable_with, start_hub, start_worker, until
 from .test_calls import ENROLMENT, PERSON, Caller, person, publish, resident_id
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,8 @@ async def test_calls_are_answered_across_workers_and_after_one_leaves(own_broker
     (tmp_path / "w").mkdir()
     worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
     try:
-        await asyncio.sleep(15)  # the second worker joins the group: partitions are shared
+        async with Group(own_broker, app_id) as group:  # the second worker joins: partitions are shared
+            await until(group.describe, stable_with(2), 90, "two workers holding partitions")
         await api_grant(hub, "municipal.hrss")
         await api_grant(hub, "district.310115", daily_quota=3)
         rng = random.Random()

@@ -29,7 +29,7 @@ from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
 from hub.stats.counts import CountTable, decode_snapshot
 
-from .hubproc import HubProcess, start_hub, start_worker, topic_partitions
+from .hubproc import Group, HubProcess, stable_with, start_hub, start_worker, topic_partitions, until
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +110,13 @@ def audit_cli(hub: HubProcess, bootstrap: str, tmp_path: Path, verb: str) -> sub
     )
 
 
+async def reconciled(hub: HubProcess, bootstrap: str, tmp_path: Path) -> bool:
+    """``hub audit reconcile`` equal, with the last count snapshot of every partition covering its whole log."""
+    result = await asyncio.to_thread(audit_cli, hub, bootstrap, tmp_path, "reconcile")
+    report = json.loads(result.stdout or "{}")
+    return result.returncode == 0 and all(p["uncovered"] == 0 for p in report.get("partitions", []))
+
+
 async def wait_for(predicate, timeout: float) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -128,15 +135,20 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
     worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
     try:
         schema_id, events = await vaccination_events(hub, 6000, seed=99)
-        await asyncio.sleep(8)  # both workers in the group
+        async with Group(own_broker, app_id) as group:
+            await until(group.describe, stable_with(2), 90, "both workers holding partitions")
         load = asyncio.ensure_future(publish_continuously(own_broker, schema_id, events, rate=600))
-        await asyncio.sleep(4)
+        ids = {eid for eid, _ in events}
+
+        async def under_load() -> bool:  # a good share delivered, most still to come
+            feed = await read_all(own_broker, ["feed.municipal.civil-affairs"])
+            return len({dict(m.headers).get(H_EVENT_ID, b"").decode() for m in feed} & ids) >= 1500
+
+        assert await wait_for(under_load, 120), "the load never got going"
         worker.send_signal(signal.SIGKILL)  # mid-load, mid-batch: no chance to commit or snapshot
         worker.wait()
-        await asyncio.sleep(3)
         worker = start_worker(hub, app_id, tmp_path / "w", PARTITIONS)
         await load
-        ids = {eid for eid, _ in events}
 
         async def all_delivered() -> bool:
             feed = await read_all(own_broker, ["feed.municipal.civil-affairs"])
@@ -144,7 +156,8 @@ async def test_sigkill_and_restart_loses_nothing_and_counts_once(own_broker: str
             return ids <= got
 
         assert await wait_for(all_delivered, 180), "not every event reached the lateral subscriber"
-        await asyncio.sleep(3)  # let the last audit batch and count snapshot land
+        assert await wait_for(lambda: reconciled(hub, own_broker, tmp_path), 60), \
+            "the count snapshots never covered the whole audit log"  # the last audit batch and snapshot landed
         # the hash chain survived the takeovers: every partition continues from the last record written
         verify = audit_cli(hub, own_broker, tmp_path, "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -247,12 +260,7 @@ async def test_sigkill_while_the_next_batch_is_decided_and_acknowledgements_are_
 
         assert await wait_for(all_delivered_and_audited, 180), "not every event was delivered and audited"
 
-        async def counted() -> bool:  # the last count snapshot covers the whole audit log
-            result = audit_cli(hub, own_broker, tmp_path, "reconcile")
-            report = json.loads(result.stdout or "{}")
-            return result.returncode == 0 and all(p["uncovered"] == 0 for p in report.get("partitions", []))
-
-        assert await wait_for(counted, 60), "audit reconcile never came out equal"
+        assert await wait_for(lambda: reconciled(hub, own_broker, tmp_path), 60), "audit reconcile never came out equal"
         verify = audit_cli(hub, own_broker, tmp_path, "verify")
         assert verify.returncode == 0, verify.stdout + verify.stderr
     finally:

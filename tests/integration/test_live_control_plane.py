@@ -11,23 +11,19 @@ this node's records a second time."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from hub.broker.manager import LocalBroker, free_port
@@ -46,7 +42,17 @@ from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.settings import REPO_ROOT, Settings
 
-from .hubproc import HubProcess, TopicReader, header, start_hub, start_worker, topic_partitions
+from .hubproc import (
+    Group,
+    HubProcess,
+    TopicReader,
+    header,
+    stable_with,
+    start_hub,
+    start_worker,
+    topic_partitions,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -81,60 +87,6 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def api(hub: HubProcess, method: str, path: str, token: str | None = None, **kwargs: Any) -> httpx.Response:
     return httpx.request(method, f"{hub.api}{path}", headers={"Authorization": f"Bearer {token or hub.token}"},
                          timeout=30, **kwargs)
-
-
-async def until(probe: Callable[[], Awaitable[T]], ok: Callable[[T], bool], timeout: float, what: str) -> T:
-    """Poll ``probe`` until ``ok`` holds of its result; fail with the last result after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await probe()
-        if ok(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s; last seen {got!r}")
-        await asyncio.sleep(0.5)
-
-
-class Group:
-    """The consumer group as the broker describes it: its state and, per member, the topic partitions it holds."""
-
-    def __init__(self, bootstrap: str, group_id: str) -> None:
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.group_id = group_id
-
-    async def __aenter__(self) -> Group:
-        await self.admin.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.admin.close()
-
-    async def describe(self) -> tuple[str, dict[str, set[tuple[str, int]]]]:
-        try:
-            [response] = await self.admin.describe_consumer_groups([self.group_id])
-        except KafkaError as exc:  # e.g. the coordinator is not there yet: ask again
-            return f"unavailable: {exc!r}", {}
-        [group] = response.groups
-        state, members = group[2], group[5]
-        held: dict[str, set[tuple[str, int]]] = {}
-        for member in members:
-            raw = member[-1]  # member_assignment is the last field in every version
-            assignment = ConsumerProtocolMemberAssignment.decode(raw).assignment if raw else []
-            held[member[0]] = {(topic, p) for topic, parts in assignment for p in parts}
-        return state, held
-
-    async def committed(self, topic: str) -> dict[int, int]:
-        """partition -> the group's committed offset on ``topic`` (-1: none)."""
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        offsets = await self.admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-        return {tp.partition: offsets[tp].offset if tp in offsets else -1 for tp in tps}
-
-
-def stable_with(members: int, check: Callable[[dict[str, set[tuple[str, int]]]], bool] = lambda _: True):
-    def ok(described: tuple[str, dict[str, set[tuple[str, int]]]]) -> bool:
-        state, held = described
-        return state == "Stable" and len(held) == members and all(held.values()) and check(held)
-    return ok
 
 
 def holders(held: dict[str, set[tuple[str, int]]], topic: str) -> dict[int, str]:
@@ -322,7 +274,7 @@ async def test_a_node_added_and_removed_at_run_time_flows_then_stops(
                     assert not watch.fed(event_id), "a removed node's record was delivered"
                     assert not watch.audited(event_id), "a removed node's ingress was still read"
                 # nor consumed at all: the group's offsets stay before the late records (3 per partition)
-                committed = await group.committed(ingress)
+                committed = await group.committed(ingress, PARTITIONS)
                 assert all(offset <= len(ids) // PARTITIONS for offset in committed.values()), committed
             finally:
                 await watch.stop()
