@@ -6,12 +6,6 @@ every other module imports these instead of spelling the strings again.
 
 from __future__ import annotations
 
-from typing import NewType
-
-NodeId = NewType("NodeId", str)
-TopicName = NewType("TopicName", str)
-Subject = NewType("Subject", str)
-
 # ---------------------------------------------------------------- nodes
 OPERATOR = "hub"  # the hub operator's node id (and its Basic-auth user, and its Kafka user)
 
@@ -112,8 +106,3 @@ def masked_subject(resource: str, plan_key: str) -> str:
 def store_key(resource_id: str, key_value: str) -> bytes:
     """Key of a record in ``hub.records``: ``<resource>|<primary key>``; its partition answers calls for it."""
     return f"{resource_id}|{key_value}".encode()
-
-
-def event_key(node: str, event_id: str) -> tuple[str, str]:
-    """Deduplication is scoped to the publishing node: (node, event id)."""
-    return (node, event_id)

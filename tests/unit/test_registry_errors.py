@@ -44,13 +44,17 @@ class MemoryRegistry(RegistryService):
         return result
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
+def registry_app(service: RegistryService | None = None) -> FastAPI:
+    """The registry's real router and error handlers over an in-memory registry (no Kafka)."""
     app = FastAPI()
     install_registry_error_handlers(app)
-    app.include_router(registry_router(service))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    app.include_router(registry_router(service or MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))))
+    return app
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with TestClient(registry_app(), raise_server_exceptions=False) as test_client:
         def ok(method: str, path: str, body: Any = None) -> None:
             response = test_client.request(method, path, json=body)
             assert response.status_code == 200, response.text

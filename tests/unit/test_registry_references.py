@@ -11,10 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from hub.registry.routes import install_registry_error_handlers, registry_router
 from hub.registry.state import (
     Reference,
     RegistryHTTPError,
@@ -24,7 +22,7 @@ from hub.registry.state import (
     schema_key,
 )
 from hub.settings import Settings
-from tests.unit.test_registry_errors import MemoryRegistry
+from tests.unit.test_registry_errors import MemoryRegistry, registry_app
 
 from .test_registry_state import Journal as StateJournal
 
@@ -171,11 +169,7 @@ def test_compatibility_uses_the_resolved_schema() -> None:
 
 @pytest.fixture()
 def client() -> Iterator[TestClient]:
-    service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
-    app = FastAPI()
-    install_registry_error_handlers(app)
-    app.include_router(registry_router(service))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
+    with TestClient(registry_app(), raise_server_exceptions=False) as test_client:
         yield test_client
 
 
@@ -228,9 +222,7 @@ def test_client_resolves_references_and_decodes_framed_records() -> None:
     from hub.registry.client import RegistryClient
 
     service = MemoryRegistry(Settings(bootstrap="127.0.0.1:1"))
-    app = FastAPI()
-    install_registry_error_handlers(app)
-    app.include_router(registry_router(service))
+    app = registry_app(service)
     seen: list[str] = []
     asgi = httpx.ASGITransport(app=app)
 
