@@ -111,6 +111,11 @@ def reference_exists(subject: str, version: int) -> RegistryHTTPError:
     )
 
 
+def missing_reference(subject: str, version: int) -> RegistryHTTPError:
+    """42201 with the detail Confluent's schema provider gives for a reference that does not resolve."""
+    return invalid_schema(f'No schema reference found for subject "{subject}" and version {version}')
+
+
 # ---------------------------------------------------------------- references
 
 @dataclass(frozen=True, order=True)
@@ -127,6 +132,8 @@ class Reference:
 
 References = tuple[Reference, ...]
 
+LATEST_REFERENCE = -1  # Confluent: a reference to version -1 means the subject's latest live version, pinned on use
+
 
 def parse_references(raw: object) -> References:
     """References from a request or a record (a list of ``{name, subject, version}``); 42201 if malformed."""
@@ -141,9 +148,10 @@ def parse_references(raw: object) -> References:
         name, subject, version = item.get("name"), item.get("subject"), item.get("version")
         if not isinstance(name, str) or not name or not isinstance(subject, str) or not subject:
             raise invalid_schema("each of 'references' needs a non-empty 'name' and 'subject'")
-        if not _is_version_number(version):
+        if version != LATEST_REFERENCE and not _is_version_number(version):
             raise invalid_schema(
-                f"references: the version of reference '{name}' must be an integer between 1 and 2^31-1"
+                f"references: the version of reference '{name}' must be -1 (the latest) or an integer between "
+                "1 and 2^31-1"
             )
         found.append(Reference(name, subject, version))
     return tuple(found)
@@ -465,6 +473,7 @@ class RegistryState:
         references: References = (),
     ) -> SchemaVersion:
         """The subject's version holding this schema (same canonical form and references): 40401 / 40403."""
+        references = self.pin_latest(references)
         parsed = self._parse_resolved(schema_text, references, schema_type)
         identity = _identity(parsed.canonical, references)
         entries = self.subjects.get(subject)
@@ -485,6 +494,7 @@ class RegistryState:
     ) -> compatibility.CompatibilityResult:
         """Test a schema against one version, or (``latest``/None) against the subject as its level says."""
         _check_subject(subject)
+        references = self.pin_latest(references)
         parsed = self._parse_resolved(schema_text, references, schema_type)
         level = self.effective_level(subject)
         if spec is None or spec == "latest":
@@ -495,6 +505,21 @@ class RegistryState:
                 raise version_not_found(spec)
             previous = [entry]
         return self._compatible(parsed, previous, level)
+
+    def pin_latest(self, references: References) -> References:
+        """References with version -1 replaced by the referenced subject's latest live version (as Confluent
+        stores them); 42201 when that subject has no live version."""
+        if all(r.version != LATEST_REFERENCE for r in references):
+            return references
+        pinned: list[Reference] = []
+        for ref in references:
+            if ref.version == LATEST_REFERENCE:
+                live = [n for n, e in (self.subjects.get(ref.subject) or {}).items() if not e.deleted]
+                if not live:
+                    raise missing_reference(ref.subject, ref.version)
+                ref = Reference(ref.name, ref.subject, max(live))
+            pinned.append(ref)
+        return tuple(pinned)
 
     def resolve(self, references: References) -> list[str]:
         """The texts of every schema the references need, recursively, each after its own dependencies.
@@ -513,17 +538,9 @@ class RegistryState:
                     raise invalid_schema(f"references form a cycle: {cycle}")
                 if key in done:
                     continue
-                entries = self.subjects.get(ref.subject)
-                if not entries:
-                    raise invalid_schema(
-                        f"references: subject '{ref.subject}' of reference '{ref.name}' not found"
-                    )
-                entry = entries.get(ref.version)
+                entry = (self.subjects.get(ref.subject) or {}).get(ref.version)
                 if entry is None:
-                    raise invalid_schema(
-                        f"references: version {ref.version} of subject '{ref.subject}' (reference "
-                        f"'{ref.name}') not found"
-                    )
+                    raise missing_reference(ref.subject, ref.version)
                 visit(entry.references, (*path, key))
                 done.add(key)
                 ordered.append(entry.schema)
@@ -538,10 +555,14 @@ class RegistryState:
         return _validate(schema_text, schema_type, self.resolve(references) if references else ())
 
     def referenced_by(self, subject: str, version: int) -> list[int]:
-        """Ids of the schemas (in any subject version, soft-deleted ones included) referencing this version."""
+        """Ids of the live schema versions referencing this version.
+
+        As Confluent: soft-deleting the referrer frees the referenced version (its id leaves
+        ``referencedby``), so the referrer can be deleted first and the referenced one after it.
+        """
         return sorted({
             e.id for versions in self.subjects.values() for e in versions.values()
-            if any(r.subject == subject and r.version == version for r in e.references)
+            if not e.deleted and any(r.subject == subject and r.version == version for r in e.references)
         })
 
     def _compatible(
@@ -565,6 +586,7 @@ class RegistryState:
         version must pass the subject's compatibility level (409 with the reasons otherwise).
         """
         _check_subject(subject)
+        references = self.pin_latest(references)
         parsed = self._parse_resolved(schema_text, references, schema_type)
         identity = _identity(parsed.canonical, references)
         entries = self.subjects.get(subject, {})

@@ -29,6 +29,11 @@ LEVELS = (
 )
 EMPTY = "Empty schema"
 NO_ROUTE = "HTTP 404 Not Found"
+BASE = json.dumps({"type": "record", "name": "Base", "namespace": "ex", "fields": [{"name": "id", "type": "long"}]})
+USES_BASE = json.dumps(
+    {"type": "record", "name": "User", "namespace": "ex", "fields": [{"name": "b", "type": "ex.Base"}]}
+)
+BASE_REF = {"name": "ex.Base", "subject": "base", "version": 1}
 
 
 class MemoryRegistry(RegistryService):
@@ -66,6 +71,8 @@ def client() -> Iterator[TestClient]:
         ok("POST", "/subjects/half/versions", {"schema": V1})      # half: version 1 soft-deleted, 2 live
         ok("POST", "/subjects/half/versions", {"schema": V2})
         ok("DELETE", "/subjects/half/versions/1")
+        ok("POST", "/subjects/base/versions", {"schema": BASE})      # base v1, referenced by user v1
+        ok("POST", "/subjects/user/versions", {"schema": USES_BASE, "references": [BASE_REF]})
         yield test_client
 
 
@@ -123,6 +130,11 @@ CASES: list[tuple[str, str, Any, int, int, str]] = [
     ("POST", "/subjects/s", {"schema": ""}, 422, 42201, EMPTY),
     ("POST", "/compatibility/subjects/s/versions/latest", {}, 422, 42201, EMPTY),
     ("POST", "/compatibility/subjects/s/versions", {"schema": ""}, 422, 42201, EMPTY),
+    # 42201 a reference that does not resolve: Confluent's schema provider's detail
+    ("POST", "/subjects/x/versions", {"schema": USES_BASE, "references": [{**BASE_REF, "subject": "nope"}]}, 422,
+     42201, 'Invalid schema: No schema reference found for subject "nope" and version 1'),
+    ("POST", "/subjects/x/versions", {"schema": USES_BASE, "references": [{**BASE_REF, "version": 9}]}, 422,
+     42201, 'Invalid schema: No schema reference found for subject "base" and version 9'),
     # 42202 invalid version
     *[
         ("GET", f"/subjects/s/versions/{bad}", None, 422, 42202,
@@ -143,6 +155,11 @@ CASES: list[tuple[str, str, Any, int, int, str]] = [
      "Invalid mode. Valid values are READWRITE, READONLY, and IMPORT."),
     ("PUT", "/mode/s", {"mode": 3}, 422, 42204, "Invalid mode. Valid values are READWRITE, READONLY, and IMPORT."),
     ("PUT", "/mode", {"mode": "IMPORT"}, 422, 42205, "Mode IMPORT is not supported: this registry is READWRITE"),
+    # 42206 a referenced version or subject: Confluent names the _schemas key of the version
+    ("DELETE", "/subjects/base/versions/1", None, 422, 42206,
+     "One or more references exist to the schema {magic=1,keytype=SCHEMA,subject=base,version=1}."),
+    ("DELETE", "/subjects/base", None, 422, 42206,
+     "One or more references exist to the schema {magic=1,keytype=SCHEMA,subject=base,version=1}."),
     # 42208 invalid subject
     ("PUT", "/config/a%01b", {"compatibility": "FULL"}, 422, 42208, "The specified subject 'a\x01b' is not a valid."),
     ("POST", "/subjects/a%7Fb/versions", {"schema": V1}, 422, 42208,
@@ -196,4 +213,6 @@ def test_latest_of_a_missing_subject_is_compatible(client: TestClient) -> None:
 def test_the_errors_leave_the_state_alone(client: TestClient) -> None:
     assert client.get("/subjects/s/versions").json() == [1, 2]
     assert client.get("/subjects/half/versions").json() == [2]
-    assert client.get("/subjects?deleted=true").json() == ["gone", "half", "s"]
+    assert client.get("/subjects?deleted=true").json() == ["base", "gone", "half", "s", "user"]
+    assert client.get("/subjects/base/versions/1/referencedby").json() == [client.get(
+        "/subjects/user/versions/1").json()["id"]]

@@ -104,10 +104,29 @@ def test_a_schema_without_its_references_is_invalid() -> None:
 
 def test_missing_referenced_subject_or_version_is_42201() -> None:
     j, _, _, _ = nested()
-    expect(422, 42201, "subject 'nowhere-value'", j.state.register, "x-value", USER,
-           references=(Reference("com.example.Address", "nowhere-value", 1),))
-    expect(422, 42201, "version 7 of subject 'address-value'", j.state.register, "x-value", USER,
-           references=(Reference("com.example.Address", "address-value", 7),))
+    err = expect(422, 42201, "", j.state.register, "x-value", USER,
+                 references=(Reference("com.example.Address", "nowhere-value", 1),))
+    # the detail Confluent's schema provider gives
+    assert err.message == 'Invalid schema: No schema reference found for subject "nowhere-value" and version 1'
+    expect(422, 42201, 'No schema reference found for subject "address-value" and version 7', j.state.register,
+           "x-value", USER, references=(Reference("com.example.Address", "address-value", 7),))
+    expect(422, 42201, 'subject "nowhere-value" and version -1', j.state.register, "x-value", USER,
+           references=(Reference("com.example.Address", "nowhere-value", -1),))
+
+
+def test_a_reference_to_version_minus_one_is_pinned_to_the_latest() -> None:
+    """Confluent resolves version -1 to the subject's latest live version and stores that number."""
+    j, _, _, _ = nested()
+    j.register("address-value", rec("Address", {"name": "city", "type": "string"},
+                                    {"name": "country", "type": "com.example.Country"},
+                                    {"name": "zip", "type": ["null", "string"], "default": None}), (COUNTRY_REF,))
+    latest = Reference("com.example.Address", "address-value", -1)
+    schema_id = j.register("x-value", USER, (latest,))
+    entry = j.state.get_version("x-value", 1)
+    assert entry.references == (Reference("com.example.Address", "address-value", 2),)
+    assert j.state.lookup("x-value", USER, references=(latest,)).id == schema_id
+    assert j.state.referenced_by("address-value", 2) == [schema_id]
+    assert j.state.check_compatibility("x-value", USER, references=(latest,)).compatible
 
 
 def test_a_reference_cycle_is_refused() -> None:
@@ -132,12 +151,13 @@ def test_referenced_by_and_delete_protection() -> None:
         "One or more references exist to the schema {magic=1,keytype=SCHEMA,subject=address-value,version=1}."
     )
     expect(422, 42206, "subject=country-value", j.state.delete_subject, "country-value")
-    # delete the referrer first (soft, then permanent), then the referenced one may go
+    # as Confluent: soft-deleting the referrer frees the referenced version, which may then go
     j.commit(j.state.delete_version("user-value", 1)[1])
-    expect(422, 42206, "address-value", j.state.delete_version, "address-value", 1)  # soft-deleted still counts
-    j.commit(j.state.delete_version("user-value", 1, permanent=True)[1])
     assert j.state.referenced_by("address-value", 1) == []
     j.commit(j.state.delete_version("address-value", 1)[1])
+    # the soft-deleted referrer still resolves (its referenced version, soft-deleted too, still exists)
+    assert j.state.get_version("user-value", 1, deleted=True).references == (ADDRESS_REF,)
+    j.commit(j.state.delete_subject("country-value")[1])  # its only referrer, address v1, is soft-deleted
 
 
 def test_references_round_trip_through_schemas_records() -> None:
@@ -206,7 +226,7 @@ def test_routes_serve_references(client: TestClient) -> None:
         "schema": USER, "references": [{"name": "com.example.Address", "subject": "nope", "version": 1}],
     })
     assert (missing.status_code, missing.json()["error_code"]) == (422, 42201)
-    assert "references" in missing.json()["message"]
+    assert "No schema reference found" in missing.json()["message"]
     bad = client.post("/subjects/x-value/versions", json={"schema": USER, "references": [{"name": "x"}]})
     assert (bad.status_code, bad.json()["error_code"]) == (422, 42201)
 
