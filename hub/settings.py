@@ -28,12 +28,17 @@ class Settings(BaseSettings):
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
     topic_partitions: int = Field(1, ge=1, description="partitions of every topic the hub creates")
-    topic_replication: int = Field(1, ge=1, description="replication factor: 1 locally, 3 in production")
+    topic_replication: int | None = Field(
+        None, ge=1, description="replication factor of the topics the hub creates; unset: 3 (with "
+        "min.insync.replicas=2) when the cluster has 3 or more brokers, else 1",
+    )
 
     # --- local broker (hub broker start) ---
     kafka_version: str = "4.4.0"
     broker_port: int = Field(9092, description="PLAINTEXT listener of the local broker")
     broker_controller_port: int = Field(9093, description="KRaft controller listener of the local broker")
+    broker_nodes: int = Field(1, ge=1, description="nodes of the local Kafka: 1, or a KRaft cluster (3 survives "
+                              "the loss of one); `hub broker start --nodes N` overrides it")
     broker_heap: str = "768m"
     broker_start_timeout: float = 120.0
 

@@ -135,11 +135,42 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
-class LocalBroker:
-    """Fetch, format, start, probe and stop one local Kafka broker."""
+@dataclass(frozen=True)
+class QuorumPlan:
+    """This node's place in a multi-node KRaft cluster (``hub.broker.cluster``): every node is broker and
+    controller, the voters are fixed (``controller.quorum.voters``), and all share one cluster id."""
 
-    def __init__(self, settings: Settings, *, broker_dir: Path | None = None) -> None:
+    node_id: int
+    voters: dict[int, int]  # node id -> controller port
+    cluster_id: str
+
+    @property
+    def size(self) -> int:
+        return len(self.voters)
+
+
+def replication_props(brokers: int) -> dict[str, str]:
+    """Replication of the broker's internal topics and the default for new ones: 3 copies and 2 in sync from
+    three brokers on (one broker may fail without refusing an ``acks=all`` write), else one copy."""
+    factor = str(min(3, brokers))
+    min_isr = "2" if brokers >= 3 else "1"
+    return {
+        "default.replication.factor": factor,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": factor,
+        "transaction.state.log.replication.factor": factor,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": factor,
+        "share.coordinator.state.topic.min.isr": min_isr,
+    }
+
+
+class LocalBroker:
+    """Fetch, format, start, probe and stop one local Kafka broker (or one node of a ``LocalCluster``)."""
+
+    def __init__(self, settings: Settings, *, broker_dir: Path | None = None, quorum: QuorumPlan | None = None) -> None:
         self.settings = settings
+        self.quorum = quorum
         self.dir = broker_dir or settings.broker_dir
         self.info_file = self.dir / "broker.json"
         self.data_dir = self.dir / "data"
@@ -226,13 +257,14 @@ class LocalBroker:
 
     # ---------- start ----------
     def start(self, *, port: int | None = None, controller_port: int | None = None,
-              owned: bool = False, secure: bool | None = None) -> tuple[BrokerInfo, bool]:
+              owned: bool = False, secure: bool | None = None, wait: bool = True) -> tuple[BrokerInfo, bool]:
         """Start the broker and wait until it answers. Returns (info, started_now).
 
         A broker already running from this state dir is reported, not started twice.
         ``owned=True`` ties the broker's life to this process (tests, ``hub up``).
         ``secure=True`` runs it with SCRAM + ACLs, ``False`` in PLAINTEXT, ``None`` as the state dir was
         formatted (PLAINTEXT for a new one); asking for the other mode of a formatted dir is an error.
+        ``wait=False`` returns once the process runs (a cluster's nodes only answer once a quorum is up).
         """
         formatted = self.formatted_secure()
         if secure is not None and formatted is not None and secure != formatted:
@@ -275,6 +307,8 @@ class LocalBroker:
             **self._security_info(secure),
         )
         self.info_file.write_text(json.dumps(info.to_json(), indent=2))
+        if not wait:
+            return info, True
         try:
             self._wait_ready(proc, info)
         except BaseException:
@@ -290,10 +324,12 @@ class LocalBroker:
                 "admin_username": ADMIN_USER, "admin_password_file": str(self.admin_password_file)}
 
     def _write_config(self, port: int, controller_port: int, *, secure: bool = False) -> None:
+        quorum = self.quorum
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+            "node.id": str(quorum.node_id if quorum else 1),
+            **({"controller.quorum.voters": ",".join(f"{i}@127.0.0.1:{p}" for i, p in sorted(quorum.voters.items()))}
+               if quorum else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}"}),
             "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
             "controller.listener.names": "CONTROLLER",
@@ -302,12 +338,8 @@ class LocalBroker:
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
-            "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "10",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            **replication_props(quorum.size if quorum else 1),
             "group.initial.rebalance.delay.ms": "0",
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
@@ -368,10 +400,11 @@ class LocalBroker:
         }
 
     def _format(self, *, secure: bool = False) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self.quorum.cluster_id if self.quorum else new_cluster_id()
         # one argument: a base64 id may start with '-', which the tool would read as an option
-        args = ["format", f"--cluster-id={cluster_id}", "-c", str(self.config_file), "--standalone",
-                "--ignore-formatted"]
+        args = ["format", f"--cluster-id={cluster_id}", "-c", str(self.config_file), "--ignore-formatted"]
+        if self.quorum is None:
+            args.append("--standalone")  # a cluster's nodes have their voters in controller.quorum.voters
         if secure:
             hub_pw = self._secret(self.admin_password_file)
             args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={ADMIN_USER},password={hub_pw}]"]
@@ -382,6 +415,18 @@ class LocalBroker:
         proc = subprocess.run(self._java_cmd("kafka.tools.StorageTool", *args), capture_output=True, text=True)
         if proc.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+
+    def wait_ready(self, info: BrokerInfo, deadline: float) -> None:
+        """Wait (until the monotonic ``deadline``) for a node started with ``wait=False`` to answer."""
+        while time.monotonic() < deadline:
+            if not _pid_alive(info.pid):
+                raise BrokerError(f"the Kafka broker (pid {info.pid}) exited while starting; last lines of "
+                                  f"{self.log_file}:\n{self._log_tail()}")
+            if _answers(info.port):
+                return
+            time.sleep(0.2)
+        raise BrokerError(f"the Kafka broker on port {info.port} did not answer in time; last lines of "
+                          f"{self.log_file}:\n{self._log_tail()}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], info: BrokerInfo) -> None:
         deadline = time.monotonic() + self.settings.broker_start_timeout
@@ -432,6 +477,11 @@ class LocalBroker:
         except ProcessLookupError:
             return
         _reap(pid)
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID, base64url without padding (as ``kafka-storage random-uuid``)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def _reap(pid: int) -> None:

@@ -60,6 +60,23 @@ TOPIC_SPECS: Mapping[str, TopicSpec] = {
 }
 
 
+def replication_for(brokers: int, configured: int | None = None) -> tuple[int, dict[str, str]]:
+    """(replication factor, extra topic configs) for a cluster of ``brokers``.
+
+    Unless configured: 3 copies from three brokers on, with ``min.insync.replicas=2`` so an ``acks=all`` write
+    (every hub producer's) is on two brokers before it counts, and one broker may fail without refusing
+    writes; otherwise one copy. The in-sync minimum is set on the topic, not left to the cluster's default,
+    since an existing cluster's default may be 1.
+    """
+    factor = configured or (3 if brokers >= 3 else 1)
+    return factor, ({"min.insync.replicas": "2"} if factor >= 3 else {})
+
+
+async def _cluster_brokers(admin: object) -> int:
+    described = await admin.describe_cluster()  # type: ignore[attr-defined]
+    return len(described.get("brokers") or ())
+
+
 def topic_spec(name: str) -> TopicSpec:
     """The table's spec for ``name``; any other topic (the node-facing ones) is partitioned, default configs."""
     return TOPIC_SPECS.get(name, PARTITIONED)
@@ -97,12 +114,14 @@ async def ensure_topics(
         missing = [t for t in wanted if t not in existing]
         if not missing:
             return []
+        brokers = 0 if settings.topic_replication else await _cluster_brokers(admin)
+        factor, replication_configs = replication_for(brokers, settings.topic_replication)
         new = []
         for name in missing:
             how = spec or topic_spec(name)
             new.append(NewTopic(
                 name=name, num_partitions=partitions or how.partitions or settings.topic_partitions,
-                replication_factor=settings.topic_replication, topic_configs=dict(how.configs),
+                replication_factor=factor, topic_configs={**how.configs, **replication_configs},
             ))
         response = None
         with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from hub.broker.cluster import LocalCluster
 from hub.broker.manager import BrokerError, LocalBroker
 from hub.cli import exchange as exchange_cli
 from hub.cli.acl import acl_app
@@ -21,7 +22,8 @@ from hub.cli.top import top as top_command
 from hub.settings import Settings
 
 app = typer.Typer(help="Streaming public-data exchange hub.", no_args_is_help=True, add_completion=False)
-broker_app = typer.Typer(help="The hub's local Apache Kafka broker (KRaft, single node).", no_args_is_help=True)
+broker_app = typer.Typer(help="The hub's local Apache Kafka (KRaft): one broker, or a cluster with --nodes.",
+                         no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(node_app, name="node")
@@ -58,9 +60,19 @@ def broker_start(
     as_json: JsonOpt = False,
     secure: Annotated[bool, typer.Option(
         "--secure", help="SCRAM-SHA-256 (SASL_PLAINTEXT) + ACLs; needs its own HUB_STATE_DIR and ports")] = False,
+    nodes: Annotated[int | None, typer.Option(
+        "--nodes", min=1, help="a local KRaft cluster of N combined broker+controller nodes (else HUB_BROKER_NODES, "
+        "default 1); node i listens on HUB_BROKER_PORT+2(i-1)")] = None,
 ) -> None:
     """Fetch Kafka (first time), format storage and start the broker; a no-op if it already runs."""
-    broker = LocalBroker(Settings())
+    settings = Settings()
+    size = nodes or settings.broker_nodes
+    if size > 1 or LocalCluster(settings).status() is not None:
+        if secure:
+            fail("a secure local cluster is not offered: use `hub broker start --secure` (one node) for ACLs")
+        _start_cluster(settings, size if size > 1 else None, as_json)
+        return
+    broker = LocalBroker(settings)
     try:
         with console.status("starting the Kafka broker (the first run downloads its jars)..."):
             info, started = broker.start(secure=True if secure else None)
@@ -78,6 +90,26 @@ def broker_start(
                       f"[bold]{info.admin_username}[/], password in {info.admin_password_file}")
 
 
+def _start_cluster(settings: Settings, size: int | None, as_json: bool) -> None:
+    cluster = LocalCluster(settings)
+    try:
+        with console.status("starting the Kafka cluster (the first run downloads its jars)..."):
+            info, started = cluster.start(size)
+    except BrokerError as exc:
+        fail(str(exc))
+        return
+    if as_json:
+        print(json.dumps({**info.to_json(), "started": started}))
+        return
+    what = "started" if started else "already running"
+    console.print(f"Kafka {info.kafka_version} cluster of {info.size} nodes {what}: [bold]{info.bootstrap}[/]")
+    for node_id, node in sorted(info.nodes.items()):
+        console.print(f"  node {node_id}: broker 127.0.0.1:{node.port}, controller 127.0.0.1:{node.controller_port} "
+                      f"(pid {node.pid})")
+    console.print("  topics get 3 replicas and min.insync.replicas=2" if info.size >= 3 else
+                  "  topics get 1 replica (3 nodes are needed for 3 replicas)")
+
+
 @broker_app.command("fetch")
 def broker_fetch() -> None:
     """Download the Kafka jars from Maven Central into the cache (done by `start` when needed)."""
@@ -93,7 +125,11 @@ def broker_fetch() -> None:
 
 @broker_app.command("stop")
 def broker_stop() -> None:
-    """Stop the broker that ``hub broker start`` started (and only that process)."""
+    """Stop the broker (or every node of the cluster) that ``hub broker start`` started, and only that."""
+    cluster = LocalCluster(Settings()).stop()
+    if cluster is not None:
+        console.print(f"stopped the Kafka cluster ({len(cluster.nodes)} running nodes)")
+        return
     info = LocalBroker(Settings()).stop()
     console.print(f"stopped the Kafka broker (pid {info.pid})" if info else "no hub broker is running")
 
@@ -101,6 +137,16 @@ def broker_stop() -> None:
 @broker_app.command("status")
 def broker_status(as_json: JsonOpt = False) -> None:
     """Whether the local broker runs, and its bootstrap address. Exit code 1 if it does not run."""
+    cluster = LocalCluster(Settings()).status()
+    if cluster is not None:
+        if as_json:
+            print(json.dumps({"running": True, **cluster.to_json()}))
+            return
+        console.print(f"running: cluster of {cluster.size} nodes, [bold]{cluster.bootstrap}[/] "
+                      f"({len(cluster.nodes)} of {cluster.size} nodes up, Kafka {cluster.kafka_version})")
+        for node_id, node in sorted(cluster.nodes.items()):
+            console.print(f"  node {node_id}: 127.0.0.1:{node.port} (pid {node.pid})")
+        return
     info = LocalBroker(Settings()).status()
     if as_json:
         print(json.dumps({"running": info is not None, **(info.to_json() if info else {})}))
@@ -116,7 +162,9 @@ def broker_status(as_json: JsonOpt = False) -> None:
 
 
 # ---------------- up / worker / status ----------------
-def resolve_bootstrap(settings: Settings, *, start_owned: bool) -> tuple[str, LocalBroker | None, Settings]:
+def resolve_bootstrap(
+    settings: Settings, *, start_owned: bool,
+) -> tuple[str, LocalBroker | LocalCluster | None, Settings]:
     """--bootstrap / HUB_BOOTSTRAP, else a running ``hub broker start`` broker, else (if asked) our own.
 
     A running secure local broker (``hub broker start --secure``) is joined as its privileged ``hub`` user,
@@ -124,6 +172,14 @@ def resolve_bootstrap(settings: Settings, *, start_owned: bool) -> tuple[str, Lo
     """
     if settings.bootstrap:
         return settings.bootstrap, None, settings
+    cluster = LocalCluster(settings)
+    running_cluster = cluster.status()
+    if running_cluster is not None:
+        return running_cluster.bootstrap, None, settings
+    if start_owned and settings.broker_nodes > 1:
+        with console.status(f"starting a {settings.broker_nodes}-node Kafka cluster..."):
+            cluster_info, _ = cluster.start(settings.broker_nodes, owned=True)
+        return cluster_info.bootstrap, cluster, settings
     broker = LocalBroker(settings)
     running = broker.status()
     if running is not None:

@@ -10,7 +10,14 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import SecretStr
 
 from hub.broker import clients, topics
-from hub.broker.topics import CONTROL_AUDIT, CONTROL_STATE, SNAPSHOT_MAX_BYTES, ensure_topics, worker_topics
+from hub.broker.topics import (
+    CONTROL_AUDIT,
+    CONTROL_STATE,
+    SNAPSHOT_MAX_BYTES,
+    ensure_topics,
+    replication_for,
+    worker_topics,
+)
 from hub.contract import (
     AUDIT_TOPIC,
     CALLS_TOPIC,
@@ -27,8 +34,9 @@ from hub.settings import Settings
 
 
 class FakeAdmin:
-    def __init__(self, existing: set[str], error: Exception | None = None, codes: dict[str, int] | None = None):
-        self.existing, self.error, self.codes = existing, error, codes or {}
+    def __init__(self, existing: set[str], error: Exception | None = None, codes: dict[str, int] | None = None,
+                 brokers: int = 1):
+        self.existing, self.error, self.codes, self.brokers = existing, error, codes or {}, brokers
         self.created: dict[str, Any] = {}
         self.closed = False
 
@@ -37,6 +45,9 @@ class FakeAdmin:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def describe_cluster(self) -> dict[str, Any]:
+        return {"brokers": [{"node_id": i} for i in range(self.brokers)], "controller_id": 0}
 
     async def list_topics(self) -> list[str]:
         return sorted(self.existing)
@@ -58,8 +69,8 @@ def admin(monkeypatch: pytest.MonkeyPatch) -> FakeAdmin:
     return fake
 
 
-def create(names: list[str], **kw: Any) -> list[str]:
-    return asyncio.run(ensure_topics(Settings(topic_partitions=6, topic_replication=3), "b:9092", names, **kw))
+def create(names: list[str], settings: Settings | None = None, **kw: Any) -> list[str]:
+    return asyncio.run(ensure_topics(settings or Settings(topic_partitions=6), "b:9092", names, **kw))
 
 
 def test_the_table_decides_partitions_and_configs_from_the_name(admin: FakeAdmin) -> None:
@@ -78,7 +89,23 @@ def test_the_table_decides_partitions_and_configs_from_the_name(admin: FakeAdmin
     assert made[CALLS_TOPIC].num_partitions == 6 and made[CALLS_TOPIC].topic_configs == {}
     for node_topic in node_topics("municipal.health"):
         assert made[node_topic].num_partitions == 6 and made[node_topic].topic_configs == {}
-    assert {t.replication_factor for t in made.values()} == {3}
+    assert {t.replication_factor for t in made.values()} == {1}  # one broker here
+
+
+def test_replication_follows_the_cluster_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert replication_for(1) == (1, {}) and replication_for(2) == (1, {})
+    assert replication_for(3) == (3, {"min.insync.replicas": "2"}) == replication_for(5)
+    assert replication_for(5, 2) == (2, {}) and replication_for(1, 3) == (3, {"min.insync.replicas": "2"})
+    three = FakeAdmin(set(), brokers=3)
+    monkeypatch.setattr(topics, "make_admin", lambda s, b: three)
+    create([AUDIT_TOPIC, CALLS_TOPIC])
+    assert {t.replication_factor for t in three.created.values()} == {3}
+    assert three.created[AUDIT_TOPIC].topic_configs == {"retention.ms": "-1", "retention.bytes": "-1",
+                                                        "min.insync.replicas": "2"}
+    configured = FakeAdmin(set(), brokers=3)
+    monkeypatch.setattr(topics, "make_admin", lambda s, b: configured)
+    create([CALLS_TOPIC], Settings(topic_replication=1))
+    assert configured.created[CALLS_TOPIC].replication_factor == 1
 
 
 def test_worker_topics_cover_hub_node_and_call_topics_once() -> None:
