@@ -34,6 +34,10 @@ app.command("publish")(exchange_cli.publish)
 app.command("subscribe")(exchange_cli.subscribe)
 app.command("call")(exchange_cli.call)
 app.add_typer(grant_app, name="grant")
+# ---- federation (hub.cli.federation): MirrorMaker 2 links to other platforms' hubs
+from hub.cli.federation import federation_app  # noqa: E402 - kept in one block: `hub up` is edited elsewhere
+
+app.add_typer(federation_app, name="federation")
 
 console = Console()
 err = Console(stderr=True)

@@ -46,6 +46,7 @@ from hub.contract import (
     quarantine_topic,
     store_key,
 )
+from hub.federation.model import continued_lineage
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
@@ -315,16 +316,19 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
         district = record_district(record, resource)
-        _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source)
+        _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source,
+                 headers.get(H_LINEAGE))
     return result
 
 
 def _deliver(
     rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any], district: str | None,
     deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult, source: str,
+    prior_lineage: bytes | None = None,
 ) -> None:
     """The feed records of an accepted event and its one audit record: the publish, every delivery and
-    refusal listed in its ``deliveries``."""
+    refusal listed in its ``deliveries``. A record that crossed from another platform (``prior_lineage``, carried
+    by the federation gateway) keeps its hops there ahead of this hub's."""
     static = ctx.resource_static(resource)
     key = feed_key(rec, record, resource)
     base_headers = [
@@ -355,7 +359,10 @@ def _deliver(
             continue
         plan = out.plan
         value = rec.value if plan is None else plan.encode(apply_mask(record, plan.plan))
-        outputs.append(OutRecord(out.topic, key, value, base_headers + out.header_tail))
+        tail = out.header_tail if prior_lineage is None else [  # the lineage is the tail's last header
+            *out.header_tail[:-1],
+            (H_LINEAGE, continued_lineage(prior_lineage, resource.provider, d.consumer, OPERATOR))]
+        outputs.append(OutRecord(out.topic, key, value, base_headers + tail))
         entries.append(out.allowed_entry)  # shared by every event of this route: never mutated
         tally[out.ok_tally] += 1
         tally[out.delivered_tally] += 1
