@@ -320,11 +320,25 @@ class HubWorker(mode.Service):
         new_nodes = [n for n in self.live_nodes() if ingress_topic(n) not in self.topics]
         if new_nodes:  # every node-facing topic of a new node, before anything is written to or read from it
             await ensure_topics(self.settings, self.bootstrap, [t for n in new_nodes for t in node_topics(n)])
+            await self._await_metadata([ingress_topic(n) for n in new_nodes])
         self.consumer.subscribe(topics=sorted(wanted), listener=_Listener(self))
         added, removed = wanted - self.topics, self.topics - wanted
         if self.topics:
             log.info("subscription follows the control plane: +%s -%s", sorted(added), sorted(removed))
         self.topics = wanted
+
+    async def _await_metadata(self, topics: list[str], timeout: float = 10.0) -> None:
+        """Wait until the consumer's metadata knows freshly created topics: subscribed while still unknown, a topic
+        is left out of the assignment until the next periodic metadata refresh (minutes), which left a node
+        registered while the worker started (a federation peer) unread."""
+        assert self.consumer is not None
+        client = self.consumer._client  # noqa: SLF001 - aiokafka offers no public metadata refresh
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await client.force_metadata_update()
+            if all(client.cluster.partitions_for_topic(t) for t in topics):
+                return
+            await asyncio.sleep(0.2)
 
     async def _follow_control(self) -> None:
         """Re-subscribe after every control change; a failed attempt (say, topics not creatable while the broker
