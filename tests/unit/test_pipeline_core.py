@@ -281,3 +281,16 @@ def test_derived_event_ids_are_exactly_uuid5_of_the_position() -> None:
     positions = ("ingress.municipal.health/0/0", "ingress.district.310115/11/98765432101", "ingress.x/1/" + "9" * 40)
     for position in positions:
         assert derived_event_id(position) == str(uuid.uuid5(EVENT_ID_NAMESPACE, position))
+
+
+def test_a_record_from_another_platform_keeps_its_hops_there_ahead_of_this_hubs(ctx: ExchangeContext) -> None:
+    value = framing.encode(VACC_ID, VACC, vacc_record())
+    prior = [(H_LINEAGE, json.dumps(["national", "hub", "region.shanghai"]).encode())]
+    result = process_batch([raw(value, [(H_RESOURCE, b"municipal.health.vaccination"), *prior])], ctx)
+    [lateral] = [o for o in result.outputs if o.topic == "feed.municipal.civil-affairs"]
+    assert json.loads(dict(lateral.headers)[H_LINEAGE]) == [
+        "national", "hub", "region.shanghai", "municipal.health", "hub", "municipal.civil-affairs"]
+    # the next event without a prior lineage gets this hub's hops only (the cached route headers are untouched)
+    plain = process_batch([raw(value, offset=1)], ctx)
+    [lateral] = [o for o in plain.outputs if o.topic == "feed.municipal.civil-affairs"]
+    assert json.loads(dict(lateral.headers)[H_LINEAGE]) == ["municipal.health", "hub", "municipal.civil-affairs"]
