@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration lint bench up clean
+.PHONY: setup demo test unit integration federation lint bench up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,9 @@ unit: setup
 
 integration: setup
 	.venv/bin/pytest -q tests/integration
+
+federation: setup
+	.venv/bin/pytest -q -m federation tests/integration/test_federation.py
 
 lint:
 	.venv/bin/ruff check .

@@ -120,3 +120,11 @@ def test_link_status_lag_and_last_transfer() -> None:
     status = link_status(UP, {0: 10, 1: 5}, {0: 12, 1: 2}, [100, 250])
     assert (status.source_end, status.target_end, status.lag, status.last_transfer_ms) == (15, 14, 3, 250)
     assert link_status(UP, {0: 3}, {}, []).last_transfer_ms is None
+
+
+def test_the_example_federation_file_is_valid() -> None:
+    from hub.federation.model import load_federation_config
+    from hub.settings import REPO_ROOT
+
+    example = load_federation_config(REPO_ROOT / "config" / "federation.example.yaml")
+    assert [link.name for link in example.links] == ["shanghai->national", "national->shanghai"]
