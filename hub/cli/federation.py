@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from hub.broker.manager import BrokerError
 from hub.federation.model import FederationConfig, load_federation_config
@@ -91,10 +90,11 @@ def status(config: ConfigOpt, as_json: JsonOpt = False) -> None:
                       for s in links]}))
         return
     console.print(f"MirrorMaker 2 {MM2_VERSION}: {f'pid {mm2.pid}' if mm2 else 'not running'}")
-    table = Table("link", "source topic", "target topic", "lag", "last transfer", "gateway")
     now = time.time() * 1000
-    for s in links:
-        last = f"{(now - s.last_transfer_ms) / 1000:.1f} s ago" if s.last_transfer_ms else "never"
+    for s in links:  # one line per link: readable at any width, and greppable
+        last = (f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(s.last_transfer_ms / 1000))} "
+                f"({(now - s.last_transfer_ms) / 1000:.1f} s ago)" if s.last_transfer_ms else "never")
         gw = gateways[s.link]
-        table.add_row(s.link, s.source_topic, s.target_topic, str(s.lag), last, f"pid {gw.pid}" if gw else "down")
-    console.print(table)
+        console.print(f"{s.link}: {s.source_topic} -> {s.target_topic}  lag {s.lag} "
+                      f"(source end {s.source_end}, target end {s.target_end})  last transfer {last}  "
+                      f"gateway {f'pid {gw.pid}' if gw else 'down'}", soft_wrap=True)
