@@ -254,18 +254,22 @@ async def test_report_up_share_down_survive_mm2_restart_and_translate_offsets(fe
         "national", "hub", "region.shanghai", "national", "hub", "municipal.health"]
 
     # 3. a record that fails validation on the receiving side lands in that side's quarantine, with its reason
+    # (written straight to the mirrored topic, as a corrupted or forged copy would arrive)
     broken = framing.frame(licence_id, b"\xff\xff\xff")  # the source id, a body no Avro decoder accepts
+    foreign = framing.frame(987_654, b"\x00")  # an id the source registry never issued: it cannot be translated
     producer = AIOKafkaProducer(bootstrap_servers=nat.bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(UP.target_topic, broken, headers=[
-            (H_RESOURCE, LICENCE.encode()), (H_EVENT_ID, b"broken-1")])
+        for value, event_id in ((broken, b"broken-1"), (foreign, b"foreign-1")):
+            await producer.send_and_wait(UP.target_topic, value, headers=[
+                (H_RESOURCE, LICENCE.encode()), (H_EVENT_ID, event_id)])
     finally:
         await producer.stop()
-    quarantined = await arrived(nat, quarantine_topic("region.shanghai"), {"broken-1"}, 60,
-                                "the undecodable crossing in the national quarantine")
-    [rejected] = [m for m in quarantined if dict(m.headers).get(H_EVENT_ID) == b"broken-1"]
-    assert dict(rejected.headers).get(H_RULE), rejected.headers  # the rule; the value holds the reason
+    quarantined = await arrived(nat, quarantine_topic("region.shanghai"), {"broken-1", "foreign-1"}, 60,
+                                "the crossings that fail validation in the national quarantine")
+    rules = {dict(m.headers)[H_EVENT_ID]: dict(m.headers)[H_RULE] for m in quarantined}
+    assert rules[b"foreign-1"] == b"unknown_schema"  # re-framed with id 0, never decoded with an unrelated schema
+    assert rules[b"broken-1"] not in (b"unknown_schema", b"schema_not_bound"), rules  # translated, then undecodable
 
     # 4. MM2 SIGKILLed and restarted under load: nothing lost, each event audited once on the national side
     _, more = await events(sh, LICENCE, LICENCE_SCHEMA, 900, seed=3)
