@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.throughput import append_result
 from hub.broker.manager import LocalBroker, free_port
 from hub.contract import H_EVENT_ID, H_RESOURCE, feed_topic
 from hub.demo.data import record_generator
@@ -198,7 +199,7 @@ def main() -> None:
                 broker.stop()
     result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(json.dumps(result, indent=2))
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    append_result(Path(args.out), result)  # every run kept, as the other benchmarks do
 
 
 if __name__ == "__main__":
