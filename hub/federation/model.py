@@ -34,6 +34,10 @@ UNKNOWN_SCHEMA_ID = 0
 (the hub's included) number schemas from 1, so the receiving hub quarantines it as ``unknown_schema`` instead of
 decoding it with whatever schema the source id happens to name in the receiving registry."""
 MAX_LINEAGE_HOPS = 32
+PEER_TIERS = ("national", "region")
+"""The tiers other platforms appear as on a hub (a link's peer node is ``national`` or ``region.<name>``): only
+records of their resources keep a prior ``hub-lineage``; a department or a district cannot claim hops it never
+made."""
 
 
 # ---------------------------------------------------------------- configuration
@@ -71,6 +75,13 @@ class Link(_Model):
     @classmethod
     def _node(cls, value: str) -> str:
         return validate_node_id(value)
+
+    @field_validator("peer_node")
+    @classmethod
+    def _peer(cls, value: str) -> str:
+        if tier_of(value) not in PEER_TIERS:
+            raise ValueError(f"peer node {value}: another platform is national or region.<name> on this hub")
+        return value
 
     @property
     def name(self) -> str:

@@ -46,7 +46,7 @@ from hub.contract import (
     quarantine_topic,
     store_key,
 )
-from hub.federation.model import continued_lineage
+from hub.federation.model import PEER_TIERS, continued_lineage
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
@@ -316,8 +316,9 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
         district = record_district(record, resource)
+        prior = headers.get(H_LINEAGE) if resource.tier in PEER_TIERS else None  # only another platform's hops
         _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source,
-                 headers.get(H_LINEAGE))
+                 prior)
     return result
 
 

@@ -128,3 +128,8 @@ def test_the_example_federation_file_is_valid() -> None:
 
     example = load_federation_config(REPO_ROOT / "config" / "federation.example.yaml")
     assert [link.name for link in example.links] == ["shanghai->national", "national->shanghai"]
+
+
+def test_a_peer_node_is_national_or_regional() -> None:
+    with pytest.raises(ValueError):
+        Link(source="a", target="b", export_node="national", peer_node="municipal.health")

@@ -283,14 +283,35 @@ def test_derived_event_ids_are_exactly_uuid5_of_the_position() -> None:
         assert derived_event_id(position) == str(uuid.uuid5(EVENT_ID_NAMESPACE, position))
 
 
+CREDIT_ID = 15
+CREDIT = schema("schemas/national/enterprise_credit_record.avsc")
+
+
 def test_a_record_from_another_platform_keeps_its_hops_there_ahead_of_this_hubs(ctx: ExchangeContext) -> None:
-    value = framing.encode(VACC_ID, VACC, vacc_record())
-    prior = [(H_LINEAGE, json.dumps(["national", "hub", "region.shanghai"]).encode())]
-    result = process_batch([raw(value, [(H_RESOURCE, b"municipal.health.vaccination"), *prior])], ctx)
-    [lateral] = [o for o in result.outputs if o.topic == "feed.municipal.civil-affairs"]
-    assert json.loads(dict(lateral.headers)[H_LINEAGE]) == [
-        "national", "hub", "region.shanghai", "municipal.health", "hub", "municipal.civil-affairs"]
+    credit_ctx = ExchangeContext(
+        config=SEED, grants=standing_grants(SEED.subscriptions), schema_lookup={**SCHEMAS, CREDIT_ID: CREDIT}.get,
+        subject_ids={"national.enterprise-credit": frozenset({CREDIT_ID})}, audit_schema=ctx.audit_schema,
+        quarantine_schema=ctx.quarantine_schema, clock_ms=lambda: 1_700_000_000_000)
+    record = dict(record_id="c1", uscc="91310000MA1FL0000X", entity_name="e", record_type="commendation",
+                  authority="a", authority_uscc="11310000002421019T", document_number="d", content="c",
+                  area_code="310000", decided_on=1, publicity_until=2, publicity_status="public", updated_at=3)
+    value = framing.encode(CREDIT_ID, CREDIT, record)
+    hops = [(H_LINEAGE, json.dumps(["national", "hub", "region.shanghai"]).encode())]
+    result = process_batch([raw(value, [(H_RESOURCE, b"national.enterprise-credit"), *hops],
+                                topic="ingress.national")], credit_ctx)
+    [health] = [o for o in result.outputs if o.topic == "feed.municipal.health"]
+    assert json.loads(dict(health.headers)[H_LINEAGE]) == [
+        "national", "hub", "region.shanghai", "national", "hub", "municipal.health"]
     # the next event without a prior lineage gets this hub's hops only (the cached route headers are untouched)
-    plain = process_batch([raw(value, offset=1)], ctx)
-    [lateral] = [o for o in plain.outputs if o.topic == "feed.municipal.civil-affairs"]
+    plain = process_batch([raw(value, [(H_RESOURCE, b"national.enterprise-credit")], offset=1,
+                               topic="ingress.national")], credit_ctx)
+    [health] = [o for o in plain.outputs if o.topic == "feed.municipal.health"]
+    assert json.loads(dict(health.headers)[H_LINEAGE]) == ["national", "hub", "municipal.health"]
+
+
+def test_a_department_cannot_claim_hops_on_another_platform(ctx: ExchangeContext) -> None:
+    forged = [(H_LINEAGE, json.dumps(["national", "hub", "region.shanghai"]).encode())]
+    value = framing.encode(VACC_ID, VACC, vacc_record())
+    result = process_batch([raw(value, [(H_RESOURCE, b"municipal.health.vaccination"), *forged])], ctx)
+    [lateral] = [o for o in result.outputs if o.topic == "feed.municipal.civil-affairs"]
     assert json.loads(dict(lateral.headers)[H_LINEAGE]) == ["municipal.health", "hub", "municipal.civil-affairs"]
