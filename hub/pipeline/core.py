@@ -262,6 +262,8 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
 ]:
     """Decode the value and check it belongs to a catalogued resource of the publishing node."""
     node = node_of_ingress(rec.topic)
+    if len(headers) != len(rec.headers or ()):  # a header repeated: cheap to notice, rare to happen
+        _reject_repeated(rec.headers)
     raw_resource = headers.get(H_RESOURCE)
     if not raw_resource:
         raise Rejected("missing_header", f"the {H_RESOURCE} header is missing: every record must name its resource")
@@ -289,6 +291,17 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
     except FramingError as exc:
         raise Rejected(exc.rule, str(exc), resource_id) from exc
     return resource, record
+
+
+_SINGLE_HEADERS = (H_RESOURCE, H_EVENT_ID)
+
+
+def _reject_repeated(headers: Sequence[tuple[str, bytes]]) -> None:
+    """Two ``hub-resource`` (or ``hub-event-id``) headers make a record ambiguous: which one is meant depends on
+    the reader (``header_map`` keeps the last, a Kafka client's lookup the first), so the hub accepts neither."""
+    for name in _SINGLE_HEADERS:
+        if sum(1 for k, _ in headers if k == name) > 1:
+            raise Rejected("duplicate_header", f"the {name} header appears more than once: a record names one")
 
 
 def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchResult:

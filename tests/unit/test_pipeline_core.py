@@ -133,6 +133,15 @@ GOOD = framing.encode(VACC_ID, VACC, vacc_record())
         (raw(framing.encode(OTHER_ID, OTHER, {"x": "y"})), "schema_not_bound"),
         (raw(GOOD, headers=[(H_RESOURCE, b"nope")]), "unknown_resource"),
         (raw(GOOD, topic="ingress.municipal.hrss"), "not_provider"),
+        # hostile headers (issue 12): repeated, null-valued, not UTF-8
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination")] * 2), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"nope"), (H_RESOURCE, b"municipal.health.vaccination")]), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, b"a"), (H_EVENT_ID, b"b")]),
+         "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, None)]), "missing_header"),  # type: ignore[list-item]
+        (raw(GOOD, headers=[(H_RESOURCE, b"\xff\xfe municipal")]), "unknown_resource"),
+        (raw(GOOD[:-1], headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, None)]),  # type: ignore[list-item]
+         "truncated"),
     ],
 )
 def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, record: RawRecord, rule: str) -> None:
