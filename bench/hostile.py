@@ -190,7 +190,7 @@ class Generator:
     def bad_other_providers_resource(self) -> Item:
         value, _ = self.good_value()
         eid = self.fresh()
-        return Item("not_provider", value, self.headers(eid, b"municipal.hrss.social-insurance"), False, event_id=eid)
+        return Item("not_provider", value, self.headers(eid, b"municipal.big-data.natural-person"), False, event_id=eid)
 
     def bad_null_resource(self) -> Item:  # a header whose value is Kafka's null, not bytes
         value, _ = self.good_value()
@@ -340,8 +340,9 @@ async def prepare(api: str, token: str, with_nest: bool = True) -> Ids:
     return ids
 
 
-async def _end_offsets(consumer: AIOKafkaConsumer, topics: list[str]) -> dict[TopicPartition, int]:
-    partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+async def _end_offsets(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                       topics: list[str]) -> dict[TopicPartition, int]:
+    partitions = [TopicPartition(t, p) for t in topics for p in sorted(await producer.partitions_for(t))]
     return await consumer.end_offsets(partitions)
 
 
@@ -361,8 +362,8 @@ async def run(bootstrap: str, api: str, token: str, pid: int, bad: int, good_eve
                                 max_batch_size=1 << 20)
     await producer.start()
     try:
-        await reader.topics()
-        starts = await _end_offsets(reader, [QUARANTINE, LATERAL])
+        starts = await _end_offsets(reader, producer, [QUARANTINE, LATERAL])
+        log(f"reading {len(starts)} partitions of {QUARANTINE} and {LATERAL}")
         reader.assign(list(starts))
         for tp, offset in starts.items():
             reader.seek(tp, offset)
@@ -461,8 +462,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      args.rare_every, args.seed, alive=lambda: hub.proc.poll() is None))
         finally:
             code = hub.stop()
-            if code != 0:
-                print(hub.log_file.read_text()[-4000:])
+            log_tail = [line for line in hub.log_file.read_text().splitlines()[-400:] if "Coordinator" not in line]
+            print("\n".join(log_tail[-40:]))
             if broker is not None:
                 broker.stop()
     summary = {**report.summary(), "hub_exit": code}
