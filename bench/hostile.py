@@ -314,6 +314,7 @@ class Report:
             "produce_s": round(self.produce_s, 1), "total_s": round(self.drain_s, 1),
             "records_per_s": round(self.records_per_s), "rss_mb_start": round(rss[0], 1) if rss else None,
             "rss_mb_peak": round(max(rss), 1) if rss else None, "rss_mb_end": round(rss[-1], 1) if rss else None,
+            "rss_mb_timeline": [[round(t), round(m)] for t, m in self.rss_mb[:: max(1, len(self.rss_mb) // 12)]],
             "rules": dict(self.rules.most_common()), "kinds": dict(sorted(self.kinds.items())),
         }
 
