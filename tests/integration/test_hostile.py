@@ -20,7 +20,7 @@ async def test_hostile_records_are_all_quarantined_and_good_ones_delivered(hub: 
     assert report.alive, hub.log_file.read_text()[-3000:]
     assert report.missing_quarantine == [] and report.missing_delivery == [], summary
     assert report.bad_delivered == [] and report.good_quarantined == [], summary
-    assert report.no_rule == 0 and report.quarantined == report.bad >= 5_000 and report.delivered == report.good
+    assert report.no_rule == 0 and report.quarantined == report.bad >= 4_900 and report.delivered == report.good
     assert {"nesting_too_deep", "length_exceeds_body", "duplicate_header", "too_large"} <= set(report.rules)
     rss = [mb for _, mb in report.rss_mb]
     assert rss[-1] - rss[0] < 200, summary  # MiB: bounded windows and caches only
