@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration lint bench up clean
+.PHONY: setup demo test unit integration lint bench hostile fuzz up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,15 @@ lint:
 
 bench: setup
 	.venv/bin/python -m bench.throughput
+
+# Hostile input (docs/reliability.md): 100,000 bad records through a hub of its own; ~4 minutes.
+hostile: setup
+	.venv/bin/python -m bench.hostile --bad 100000 --out bench/results/hostile.json
+
+# API fuzzing on demand: many more examples per route and caller than `make test` runs, then a live `hub up`.
+fuzz: setup
+	HUB_FUZZ_EXAMPLES=50 .venv/bin/pytest -q -p no:cacheprovider tests/fuzz/test_api_fuzz.py
+	HUB_FUZZ_EXAMPLES=5 .venv/bin/pytest -q -p no:cacheprovider tests/fuzz/test_api_fuzz_live.py
 
 up: setup
 	.venv/bin/hub up

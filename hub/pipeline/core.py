@@ -62,6 +62,13 @@ from hub.routing.core import (
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
+# The hub's producers send at most 1 MiB a request (aiokafka's max_request_size) and the broker takes ~1 MiB a
+# record: an accepted record's key and value are copied into feeds and hub.records with the hub's headers added,
+# so a record must leave room for them, else its send fails and the worker stops on the same batch again and again.
+MAX_RECORD_BYTES = 1_000_000
+# A quarantine record keeps the original key, value and headers, each cut to this (the reason says so), so the
+# copy of a record of any size still fits.
+QUARANTINE_KEEP_BYTES = 256 * 1024
 
 # Metric tallies: (metric name, label values) -> count, applied by the shell once the batch is delivered.
 Tally = Counter[tuple[str, tuple[str, ...]]]
@@ -262,6 +269,11 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
 ]:
     """Decode the value and check it belongs to a catalogued resource of the publishing node."""
     node = node_of_ingress(rec.topic)
+    if len(headers) != len(rec.headers or ()):  # a header repeated: cheap to notice, rare to happen
+        _reject_repeated(rec.headers)
+    size = len(rec.value or b"") + len(rec.key or b"")
+    if size > MAX_RECORD_BYTES:
+        raise Rejected("too_large", f"key and value are {size} bytes; the hub accepts at most {MAX_RECORD_BYTES}")
     raw_resource = headers.get(H_RESOURCE)
     if not raw_resource:
         raise Rejected("missing_header", f"the {H_RESOURCE} header is missing: every record must name its resource")
@@ -289,6 +301,17 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
     except FramingError as exc:
         raise Rejected(exc.rule, str(exc), resource_id) from exc
     return resource, record
+
+
+_SINGLE_HEADERS = (H_RESOURCE, H_EVENT_ID)
+
+
+def _reject_repeated(headers: Sequence[tuple[str, bytes]]) -> None:
+    """Two ``hub-resource`` (or ``hub-event-id``) headers make a record ambiguous: which one is meant depends on
+    the reader (``header_map`` keeps the last, a Kafka client's lookup the first), so the hub accepts neither."""
+    for name in _SINGLE_HEADERS:
+        if sum(1 for k, _ in headers if k == name) > 1:
+            raise Rejected("duplicate_header", f"the {name} header appears more than once: a record names one")
 
 
 def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchResult:
@@ -383,12 +406,41 @@ def _quarantine(
 ) -> None:
     node = node_of_ingress(rec.topic)
     tier = _safe_tier(node)
-    value = ctx.quarantine_schema.encode(quarantine_value(rec, event_id, now, node, rej.rule, str(rej), rej.resource))
-    result.outputs.append(OutRecord(quarantine_topic(node), rec.key, value, quarantine_headers(event_id, rej.rule)))
+    kept, cut = bounded_copy(rec)
+    reason = f"{rej}; {cut}" if cut else str(rej)
+    value = ctx.quarantine_schema.encode(quarantine_value(kept, event_id, now, node, rej.rule, reason, rej.resource))
+    result.outputs.append(OutRecord(quarantine_topic(node), kept.key, value, quarantine_headers(event_id, rej.rule)))
     result.audits.append((rec.partition, quarantine_audit(now, event_id, node, tier, rej.rule, rej.resource,
                                                           key_hash(rec.key), source)))
     result.tally[("events", ("publish", tier, tier, "quarantined"))] += 1
     result.tally[("quarantined", (rej.rule,))] += 1
+
+
+def bounded_copy(rec: RawRecord, keep: int = QUARANTINE_KEEP_BYTES) -> tuple[RawRecord, str]:
+    """``rec`` with its key, value and headers (in all) cut to ``keep`` bytes each, and what was cut ("" if
+    nothing): what a quarantine record can carry of a record of any size."""
+    key, value, headers = rec.key, rec.value, rec.headers or ()
+    header_bytes = sum(len(k) + len(v or b"") for k, v in headers)
+    if len(key or b"") <= keep and len(value or b"") <= keep and header_bytes <= keep:
+        return rec, ""
+    cut = []
+    if key is not None and len(key) > keep:
+        cut.append(f"key {len(key)} bytes")
+        key = key[:keep]
+    if value is not None and len(value) > keep:
+        cut.append(f"value {len(value)} bytes")
+        value = value[:keep]
+    if header_bytes > keep:
+        cut.append(f"headers {header_bytes} bytes")
+        kept_headers, total = [], 0
+        for k, v in headers:
+            total += len(k) + len(v or b"")
+            if total > keep:
+                break
+            kept_headers.append((k, v))
+        headers = kept_headers
+    copy = RawRecord(rec.topic, rec.partition, rec.offset, key, value, headers, rec.timestamp_ms)
+    return copy, f"kept the first {keep} bytes of each of: {', '.join(cut)}"
 
 
 def _safe_tier(node: str) -> str:

@@ -12,9 +12,11 @@ from hub.audit.reconcile import Recount
 from hub.catalogue.model import load_exchange_config
 from hub.contract import H_EVENT_ID, H_LINEAGE, H_PROVIDER, H_RESOURCE, H_RULE, RECORDS_TOPIC
 from hub.pipeline.core import (
+    QUARANTINE_KEEP_BYTES,
     EncodedSchema,
     ExchangeContext,
     RawRecord,
+    bounded_copy,
     event_id_for,
     process_batch,
     standing_grants,
@@ -133,6 +135,15 @@ GOOD = framing.encode(VACC_ID, VACC, vacc_record())
         (raw(framing.encode(OTHER_ID, OTHER, {"x": "y"})), "schema_not_bound"),
         (raw(GOOD, headers=[(H_RESOURCE, b"nope")]), "unknown_resource"),
         (raw(GOOD, topic="ingress.municipal.hrss"), "not_provider"),
+        # hostile headers (issue 12): repeated, null-valued, not UTF-8
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination")] * 2), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"nope"), (H_RESOURCE, b"municipal.health.vaccination")]), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, b"a"), (H_EVENT_ID, b"b")]),
+         "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, None)]), "missing_header"),  # type: ignore[list-item]
+        (raw(GOOD, headers=[(H_RESOURCE, b"\xff\xfe municipal")]), "unknown_resource"),
+        (raw(GOOD[:-1], headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, None)]),  # type: ignore[list-item]
+         "truncated"),
     ],
 )
 def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, record: RawRecord, rule: str) -> None:
@@ -281,3 +292,28 @@ def test_derived_event_ids_are_exactly_uuid5_of_the_position() -> None:
     positions = ("ingress.municipal.health/0/0", "ingress.district.310115/11/98765432101", "ingress.x/1/" + "9" * 40)
     for position in positions:
         assert derived_event_id(position) == str(uuid.uuid5(EVENT_ID_NAMESPACE, position))
+
+
+def test_a_record_too_large_to_copy_is_quarantined_and_its_quarantine_copy_fits(ctx: ExchangeContext) -> None:
+    # a good body with a 1 MB key: feeds would copy the key, and the send would fail on every retry
+    huge_key = RawRecord("ingress.municipal.health", 0, 7, b"k" * 1_000_000, GOOD,
+                         [(H_RESOURCE, b"municipal.health.vaccination")], 1_699_999_999_000)
+    oversize = raw(framing.HEADER.pack(0, VACC_ID) + b"\x00" * 1_048_000, offset=8)
+    big_headers = raw(b"\x01" * 10, headers=[(H_RESOURCE, b"municipal.health.vaccination"),
+                                             *[(f"x-{i}", b"h" * 100_000) for i in range(5)]], offset=9)
+    result = process_batch([huge_key, oversize, big_headers, raw(GOOD, offset=10)], ctx)
+    quarantined = [o for o in result.outputs if o.topic.startswith("quarantine.")]
+    assert [dict(o.headers)[H_RULE] for o in quarantined] == [b"too_large", b"too_large", b"bad_magic"]
+    for out in quarantined:
+        assert len(out.value) + len(out.key or b"") < 900_000  # the producer's limit is 1 MiB a request
+    first = decode_out(quarantined[0].value)
+    assert first["original_key"] == b"k" * QUARANTINE_KEEP_BYTES and "key 1000000 bytes" in first["reason"]
+    assert first["original_value"] == GOOD
+    third = decode_out(quarantined[2].value)
+    assert len(third["original_headers"]) == 3 and "headers" in third["reason"]
+    assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2  # the good one still flows
+
+
+def test_records_within_bounds_are_quarantined_whole() -> None:
+    rec = raw(b"\x01" * 100, offset=3)
+    assert bounded_copy(rec) == (rec, "")
