@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration lint bench hostile fuzz up clean
+.PHONY: setup demo test unit integration lint bench hostile fuzz faults up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,11 @@ hostile: setup
 fuzz: setup
 	HUB_FUZZ_EXAMPLES=50 .venv/bin/pytest -q -p no:cacheprovider tests/fuzz/test_api_fuzz.py
 	HUB_FUZZ_EXAMPLES=5 .venv/bin/pytest -q -p no:cacheprovider tests/fuzz/test_api_fuzz_live.py
+
+# The fault suite (docs/reliability.md): worker SIGKILLs, broker restarts and pauses, rebalances and an API restart
+# under steady load; prints the fault table and appends it to bench/results/faults.json; ~15 minutes.
+faults: setup
+	.venv/bin/python -m bench.faults
 
 up: setup
 	.venv/bin/hub up
