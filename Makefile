@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration lint bench hostile fuzz faults up clean
+.PHONY: setup demo test unit integration lint bench hostile fuzz faults soak up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -36,6 +36,11 @@ fuzz: setup
 # under steady load; prints the fault table and appends it to bench/results/faults.json; ~15 minutes.
 faults: setup
 	.venv/bin/python -m bench.faults
+
+# Soak (docs/reliability.md): 30 minutes at half the measured maximum rate; RSS of hub up, a worker and the broker
+# every 10 s and the consumer lag; writes bench/results/soak.json and soak.png.
+soak: setup
+	.venv/bin/python -m bench.soak
 
 up: setup
 	.venv/bin/hub up
