@@ -88,11 +88,12 @@ class Today:
     """Today's date in China Standard Time, recomputed only when the clock passes midnight (a context lives
     for many days; a ``date`` per record would cost more than the rule)."""
 
-    __slots__ = ("_clock", "_day", "_until")
+    __slots__ = ("_clock", "_day", "_midnight", "_until")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._day = date.min
+        self._midnight = datetime.min.replace(tzinfo=UTC)
         self._until = -math.inf
 
     def __call__(self) -> date:
@@ -100,9 +101,14 @@ class Today:
         if now >= self._until:
             moment = datetime.fromtimestamp(now, CHINA_STANDARD_TIME)
             self._day = moment.date()
-            midnight = datetime.combine(self._day + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
-            self._until = midnight.timestamp()
+            self._midnight = datetime.combine(self._day + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
+            self._until = self._midnight.timestamp()
         return self._day
+
+    def next_midnight(self) -> datetime:
+        """The start of tomorrow (China time), aware: a timestamp is not in the future iff it is before this."""
+        self()
+        return self._midnight
 
 
 # ------------------------------------------------------------------------------------------- value helpers
@@ -320,8 +326,11 @@ def _date_range(rule: QualityRule, env: _Env) -> Check:
 def _not_future(rule: QualityRule, env: _Env) -> Check:
     _no_args(rule)
     today = env.today
+    midnight = getattr(today, "next_midnight", None)
 
     def test(value: Any) -> str | None:
+        if midnight is not None and isinstance(value, datetime) and value.tzinfo is not None and value < midnight():
+            return None  # the common case (a timestamp-millis field), without converting it to a day
         day = _as_date(value)
         if day is None:
             return f"{_show(value)} is not a date"

@@ -186,3 +186,13 @@ def test_today_is_recomputed_at_midnight_china_time() -> None:
     assert today() == date(2026, 12, 7)
     now[0] += 1
     assert today() == date(2026, 12, 8)
+
+
+def test_not_future_timestamps_with_the_real_clock() -> None:
+    """The fast path for aware timestamps (Today.next_midnight) agrees with the day comparison."""
+    from datetime import timedelta
+
+    checker = compile_checker([QualityRule(field="at", rule="not_future")])
+    now = datetime.now(UTC)
+    assert checker({"at": now}) == [] and checker({"at": now - timedelta(days=400)}) == []
+    assert [v.rule for v in checker({"at": now + timedelta(days=2)})] == ["not_future"]
