@@ -232,10 +232,20 @@ SPOILERS: dict[str, Callable[[dict[str, Any], QualityRule], Any]] = {
     "uscc": lambda rec, rule: rec[rule.field][:17] + ("0" if rec[rule.field][17] != "0" else "1"),
     "district_code": lambda rec, rule: "310103",  # Luwan: retired in 2011
     "enum": lambda rec, rule: "unknown",
-    "range": lambda rec, rule: (rule.args["max"] + 1) if "max" in rule.args else (rule.args["min"] - 1),
+    "range": lambda rec, rule: _same_type(rec[rule.field], rule.args["max"] + 1 if "max" in rule.args
+                                          else rule.args["min"] - 1),
     "regex": lambda rec, rule: "??",
     "not_future": lambda rec, rule: _tomorrow_like(rec[rule.field]),
 }
+
+
+def _same_type(like: Any, number: float) -> Any:
+    """``number`` as the field holds numbers (an Avro decimal field needs a Decimal, an int field an int)."""
+    from decimal import Decimal
+
+    if isinstance(like, Decimal):
+        return Decimal(str(number)).quantize(like)
+    return type(like)(number) if isinstance(like, int | float) and not isinstance(like, bool) else number
 
 
 def _tomorrow_like(value: Any) -> Any:
@@ -243,7 +253,9 @@ def _tomorrow_like(value: Any) -> Any:
         return value.replace(year=value.year + 5)
     if isinstance(value, date):
         return value.replace(year=value.year + 50)
-    if isinstance(value, int):
+    if isinstance(value, int) and value < 10**9:  # an Avro date as generated: days since 1970
+        return int(time.time() // 86_400) + 5 * 365
+    if isinstance(value, int):  # timestamp-millis
         return int(time.time() * 1000) + 5 * 365 * 86_400_000
     return value
 
