@@ -223,7 +223,8 @@ def _fresh_windows() -> Callable[[int], DedupeWindow]:
 
 def _refusing(problem: str) -> Checker:
     """A checker failing every record: rules that do not compile must not let unchecked data through."""
-    return Checker((("invalid_rules", "", lambda record: f"the resource's quality rules do not compile: {problem}"),))
+    return Checker((("invalid_rules", "", lambda record: f"the resource's quality rules do not compile: {problem}",
+                     False),))
 
 
 class Rejected(Exception):

@@ -49,6 +49,16 @@ KeyExists = Callable[[str, str], bool | None]
 
 # A check of one record: None if it passes, else what is wrong.
 Check = Callable[[Mapping[str, Any]], str | None]
+# A check of one present (non-null) field value.
+ValueTest = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OnValue:
+    """A rule that tests its field's value when present: the Checker reads the field and skips nulls itself,
+    saving a call per rule and record."""
+
+    test: ValueTest
 
 
 class Violation(NamedTuple):
@@ -67,12 +77,20 @@ class RuleError(ValueError):
 class Checker:
     """A resource's compiled rules: ``checker(record)`` -> every violation, in declaration order."""
 
-    checks: tuple[tuple[str, str, Check], ...] = ()  # (rule, field, check)
+    # (rule, field, test, on_value): on_value: ``test(value)`` of the present field, else ``test(record)``
+    checks: tuple[tuple[str, str, Callable[[Any], str | None], bool], ...] = ()
 
     def __call__(self, record: Mapping[str, Any]) -> list[Violation]:
         failed: list[Violation] = []
-        for rule, field_name, check in self.checks:
-            message = check(record)
+        get = record.get
+        for rule, field_name, test, on_value in self.checks:
+            if on_value:
+                value = get(field_name)
+                if value is None:  # every rule but required checks present values only
+                    continue
+                message = test(value)
+            else:
+                message = test(record)
             if message is not None:
                 failed.append(Violation(rule, field_name, message))
         return failed
@@ -198,7 +216,7 @@ def resident_id_problem(value: Any, today: date) -> str | None:
 # ------------------------------------------------------------------------------------------- the rules
 
 # name -> (builder(rule, env) -> Check, one-line description for errors and docs)
-Builder = Callable[["QualityRule", "_Env"], Check]
+Builder = Callable[["QualityRule", "_Env"], "Check | OnValue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +237,7 @@ def _only_args(rule: QualityRule, allowed: set[str], usage: str) -> None:
         raise RuleError(f"quality rule {rule.rule} on {rule.field}: unknown args {sorted(extra)}; usage: {usage}")
 
 
-def _required(rule: QualityRule, env: _Env) -> Check:
+def _required(rule: QualityRule, env: _Env) -> Check | OnValue:
     _no_args(rule)
     f = rule.field
 
@@ -232,18 +250,12 @@ def _required(rule: QualityRule, env: _Env) -> Check:
     return check
 
 
-def _present(rule: QualityRule, test: Callable[[Any], str | None]) -> Check:
+def _present(rule: QualityRule, test: ValueTest) -> OnValue:
     """A check of the field's value when present (null passes)."""
-    f = rule.field
-
-    def check(record: Mapping[str, Any]) -> str | None:
-        value = record.get(f)
-        return None if value is None else test(value)
-
-    return check
+    return OnValue(test)
 
 
-def _regex(rule: QualityRule, env: _Env) -> Check:
+def _regex(rule: QualityRule, env: _Env) -> Check | OnValue:
     pattern = rule.args.get("pattern")
     if not isinstance(pattern, str) or set(rule.args) != {"pattern"}:
         raise RuleError(f"quality rule regex on {rule.field} needs args {{pattern: <regular expression>}}")
@@ -260,7 +272,7 @@ def _regex(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _enum(rule: QualityRule, env: _Env) -> Check:
+def _enum(rule: QualityRule, env: _Env) -> Check | OnValue:
     values = rule.args.get("values")
     if not isinstance(values, list) or not values or set(rule.args) != {"values"}:
         raise RuleError(f"quality rule enum on {rule.field} needs args {{values: [...]}} with at least one value")
@@ -275,7 +287,7 @@ def _enum(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _range(rule: QualityRule, env: _Env) -> Check:
+def _range(rule: QualityRule, env: _Env) -> Check | OnValue:
     args = rule.args
     bounds = {k: v for k, v in args.items() if k in ("min", "max")}
     if not bounds or set(args) - {"min", "max"}:
@@ -303,7 +315,7 @@ def _range(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _date_range(rule: QualityRule, env: _Env) -> Check:
+def _date_range(rule: QualityRule, env: _Env) -> Check | OnValue:
     _only_args(rule, {"min", "max"}, "{min: YYYY-MM-DD, max: YYYY-MM-DD} (either or both)")
     low, high = _parse_arg_date(rule, "min"), _parse_arg_date(rule, "max")
     if low is None and high is None:
@@ -323,7 +335,7 @@ def _date_range(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _not_future(rule: QualityRule, env: _Env) -> Check:
+def _not_future(rule: QualityRule, env: _Env) -> Check | OnValue:
     _no_args(rule)
     today = env.today
     midnight = getattr(today, "next_midnight", None)
@@ -340,7 +352,7 @@ def _not_future(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _resident_id(rule: QualityRule, env: _Env) -> Check:
+def _resident_id(rule: QualityRule, env: _Env) -> Check | OnValue:
     _no_args(rule)
     today = env.today
 
@@ -351,19 +363,19 @@ def _resident_id(rule: QualityRule, env: _Env) -> Check:
     return _present(rule, test)
 
 
-def _uscc(rule: QualityRule, env: _Env) -> Check:
+def _uscc(rule: QualityRule, env: _Env) -> Check | OnValue:
     _no_args(rule)
     return _present(rule, lambda v: None if is_valid_uscc(v) else f"{_show(v)} is not a valid USCC (GB 32100)")
 
 
-def _district_code(rule: QualityRule, env: _Env) -> Check:
+def _district_code(rule: QualityRule, env: _Env) -> Check | OnValue:
     _no_args(rule)
     return _present(
         rule, lambda v: None if is_district_code(v) else f"{_show(v)} is not a live Shanghai district code"
     )
 
 
-def _district_matches_resident_id(rule: QualityRule, env: _Env) -> Check:
+def _district_matches_resident_id(rule: QualityRule, env: _Env) -> Check | OnValue:
     _only_args(rule, {"resident_id_field"}, "{resident_id_field: <field>} (default resident_id)")
     rid_field = rule.args.get("resident_id_field", "resident_id")
     if not isinstance(rid_field, str):
@@ -385,7 +397,7 @@ def _district_matches_resident_id(rule: QualityRule, env: _Env) -> Check:
     return check
 
 
-def _after(rule: QualityRule, env: _Env) -> Check:
+def _after(rule: QualityRule, env: _Env) -> Check | OnValue:
     _only_args(rule, {"field", "or_equal"}, "{field: <earlier field>, or_equal: true}")
     other = rule.args.get("field")
     or_equal = rule.args.get("or_equal", True)
@@ -412,7 +424,7 @@ def _after(rule: QualityRule, env: _Env) -> Check:
     return check
 
 
-def _reference(rule: QualityRule, env: _Env) -> Check:
+def _reference(rule: QualityRule, env: _Env) -> Check | OnValue:
     _only_args(rule, {"resource"}, "{resource: <catalogued resource id>}")
     target = rule.args.get("resource")
     if not isinstance(target, str) or not target:
@@ -464,7 +476,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def compile_rule(rule: QualityRule, env: _Env) -> Check:
+def compile_rule(rule: QualityRule, env: _Env) -> Check | OnValue:
     entry = RULES.get(rule.rule)
     if entry is None:
         raise RuleError(f"quality rule {rule.rule!r} on {rule.field} is unknown (known: {', '.join(RULES)})")
@@ -481,11 +493,15 @@ def compile_checker(
     when given, is where reference targets must be catalogued.
     """
     env = _Env(today or Today(), key_exists, resources)
-    checks: list[tuple[str, str, Check]] = []
+    checks: list[tuple[str, str, Callable[[Any], str | None], bool]] = []
     problems: list[str] = []
     for rule in rules:
         try:
-            checks.append((rule.rule, rule.field, compile_rule(rule, env)))
+            compiled = compile_rule(rule, env)
+            if isinstance(compiled, OnValue):
+                checks.append((rule.rule, rule.field, compiled.test, True))
+            else:
+                checks.append((rule.rule, rule.field, compiled, False))
         except RuleError as exc:
             problems.append(str(exc))
     if problems:
