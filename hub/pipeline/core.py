@@ -1,7 +1,8 @@
 """The exchange hot path as plain functions over a batch of raw Kafka records.
 
 ingress record -> check headers -> decode (Confluent framing + Avro, against the registry) -> validate
-against the catalogue -> route -> feed records + one audit record, or a quarantine record with its reason.
+against the catalogue -> the resource's data quality rules (``hub.quality``, compiled once per context) -> route
+-> feed records + one audit record, or a quarantine record with its reason (and every failed quality rule).
 Each event gets exactly one audit record: its ``publish``, listing every delivery and refusal in
 ``deliveries``, or its ``quarantine`` (built by ``hub.audit.records``).
 No I/O here: the worker shell resolves schemas before calling ``process_batch`` and sends what it returns.
