@@ -64,8 +64,10 @@ class PartitionState:
         source = audit.get("source") or ""
         topic = source.split("/", 1)[0]
         node = topic.removeprefix(INGRESS_PREFIX) if topic else audit.get("actor", "")
-        if audit["action"] == QUARANTINE and source:
-            self.dedupe.add(quarantined_position(node, source))  # the fixed record may reuse the event id
+        if audit["action"] == QUARANTINE and topic.startswith(INGRESS_PREFIX):
+            # an ingress record's rejection: by position, so the fixed record may reuse the event id (a call
+            # request's quarantine is keyed by its position already: (request topic, event id = position))
+            self.dedupe.add(quarantined_position(node, source))
         else:
             self.dedupe.add((node, audit["event_id"]))
         if count:

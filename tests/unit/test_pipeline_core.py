@@ -354,3 +354,17 @@ def test_reference_rules_ask_the_injected_lookup_and_pass_unknown(ctx: ExchangeC
     assert process_batch([raw(GOOD, offset=1)], ctx).audits[0][1]["reason"] == "reference"
     answers["91110000600037341L"] = True
     assert process_batch([raw(GOOD, offset=2)], ctx).audits[0][1]["action"] == "publish"
+
+
+def test_a_restored_window_keeps_call_quarantines_under_the_calls_key() -> None:
+    """A quarantined call request is deduplicated by (request topic, its position) by the CallAgent: the restore
+    must key it so, or a redelivered bad request would be quarantined (and audited) twice."""
+    from hub.audit.chain import ChainWriter, resume_state
+    from hub.audit.records import quarantine_audit
+    from hub.pipeline.partition_state import PartitionState
+
+    position = "call.municipal.hrss.request/0/9"
+    state = PartitionState(0, ChainWriter(resume_state(None)))
+    state.absorb(quarantine_audit(1, position, "municipal.hrss", "municipal", "bad_call_request", None, None,
+                                  position), count=False)
+    assert ("call.municipal.hrss.request", position) in state.dedupe
