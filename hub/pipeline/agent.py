@@ -125,6 +125,8 @@ class ExchangeAgent(Agent):
             dedupe=partitions.dedupe,  # restored with the partition
             grants=grants,
             delivery_plans=await self._delivery_plans(config, grants),
+            # reference quality rules look keys up in the call tables this worker holds (None: not held here)
+            key_exists=self.rows.key_exists if self.rows is not None else None,
         )
 
     async def _delivery_plans(

@@ -317,3 +317,90 @@ def test_a_record_too_large_to_copy_is_quarantined_and_its_quarantine_copy_fits(
 def test_records_within_bounds_are_quarantined_whole() -> None:
     rec = raw(b"\x01" * 100, offset=3)
     assert bounded_copy(rec) == (rec, "")
+
+
+def _headers(event_id: bytes) -> list[tuple[str, bytes]]:
+    return [(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, event_id)]
+
+
+def test_a_record_failing_quality_rules_is_quarantined_with_every_failed_rule(ctx: ExchangeContext) -> None:
+    bad = vacc_record(record_id="r9") | {"resident_id": "310115198807061235", "district": "310103", "dose_number": 0,
+                                         "name": " "}
+    result = process_batch([raw(framing.encode(VACC_ID, VACC, bad), headers=_headers(b"q-1")), raw(GOOD, offset=1)],
+                           ctx)
+    [quarantined] = [o for o in result.outputs if o.topic == "quarantine.municipal.health"]
+    body = decode_out(quarantined.value)
+    failed = [(v["rule"], v["field"]) for v in body["violations"]]
+    assert failed == [("resident_id", "resident_id"), ("required", "name"), ("district_code", "district"),
+                      ("range", "dose_number")]
+    assert body["rule"] == "resident_id" and body["record_key"] == "r9" and body["event_id"] == "q-1"
+    assert "check character" in body["reason"] and "dose_number" in body["reason"]
+    for rule in ("resident_id", "required", "district_code", "range"):  # each failed rule counted once
+        assert result.tally[("quarantined", (rule,))] == 1
+    assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2  # only the good record is delivered
+    audits = [a for _, a in result.audits]
+    assert [a["action"] for a in audits] == ["quarantine", "publish"]
+    assert audits[0]["audit_id"] == "q-1/quarantine/ingress.municipal.health/0/0"
+    assert audits[0]["reason"] == "resident_id" and audits[0]["resource"] == "municipal.health.vaccination"
+
+
+def test_a_fixed_record_resent_with_the_quarantined_event_id_is_delivered(ctx: ExchangeContext) -> None:
+    bad = framing.encode(VACC_ID, VACC, vacc_record() | {"dose_number": 99})
+    first = process_batch([raw(bad, headers=_headers(b"e-7"))], ctx)
+    assert [a["action"] for _, a in first.audits] == ["quarantine"]
+    replay = process_batch([raw(bad, headers=_headers(b"e-7"))], ctx)  # a crash redelivers the same record
+    assert (replay.outputs, replay.audits, replay.duplicates) == ([], [], 1)
+    fixed = process_batch([raw(GOOD, offset=8, headers=_headers(b"e-7"))], ctx)
+    assert [a["action"] for _, a in fixed.audits] == ["publish"] and fixed.duplicates == 0
+    resent = process_batch([raw(GOOD, offset=9, headers=_headers(b"e-7"))], ctx)  # a delivered event: skipped
+    assert (resent.outputs, resent.duplicates) == ([], 1)
+
+
+def test_a_restored_window_remembers_quarantines_by_position(ctx: ExchangeContext) -> None:
+    from hub.audit.chain import ChainWriter, resume_state
+    from hub.pipeline.partition_state import PartitionState
+
+    bad = raw(framing.encode(VACC_ID, VACC, vacc_record() | {"dose_number": 99}), headers=_headers(b"e-8"))
+    audits = [a for _, a in process_batch([bad], ctx).audits]
+    state = PartitionState(0, ChainWriter(resume_state(None)))  # a new owner rebuilds from the audit log
+    for audit in audits:
+        state.absorb(audit, count=True)
+    restored = ctx
+    restored.dedupe = lambda p: state.dedupe
+    assert process_batch([bad], restored).duplicates == 1
+    assert [a["action"] for _, a in process_batch([raw(GOOD, offset=3, headers=_headers(b"e-8"))], restored).audits
+            ] == ["publish"]
+
+
+def test_reference_rules_ask_the_injected_lookup_and_pass_unknown(ctx: ExchangeContext) -> None:
+    from hub.catalogue.model import QualityRule
+
+    vacc = SEED.resource("municipal.health.vaccination")
+    assert vacc is not None
+    rule = QualityRule(field="site_uscc", rule="reference", args={"resource": "municipal.big-data.legal-person"})
+    config = SEED.model_copy(update={"resources": [
+        r.model_copy(update={"quality_rules": [*r.quality_rules, rule]}) if r.id == vacc.id else r
+        for r in SEED.resources]})
+    answers: dict[str, bool | None] = {}
+    ctx = ExchangeContext(**{k: getattr(ctx, k) for k in ("grants", "schema_lookup", "subject_ids", "audit_schema",
+                                                          "quarantine_schema", "clock_ms")},
+                          config=config, key_exists=lambda rid, key: answers.get(key))
+    assert process_batch([raw(GOOD)], ctx).audits[0][1]["action"] == "publish"  # unknown: not a failure
+    answers["91110000600037341L"] = False
+    assert process_batch([raw(GOOD, offset=1)], ctx).audits[0][1]["reason"] == "reference"
+    answers["91110000600037341L"] = True
+    assert process_batch([raw(GOOD, offset=2)], ctx).audits[0][1]["action"] == "publish"
+
+
+def test_a_restored_window_keeps_call_quarantines_under_the_calls_key() -> None:
+    """A quarantined call request is deduplicated by (request topic, its position) by the CallAgent: the restore
+    must key it so, or a redelivered bad request would be quarantined (and audited) twice."""
+    from hub.audit.chain import ChainWriter, resume_state
+    from hub.audit.records import quarantine_audit
+    from hub.pipeline.partition_state import PartitionState
+
+    position = "call.municipal.hrss.request/0/9"
+    state = PartitionState(0, ChainWriter(resume_state(None)))
+    state.absorb(quarantine_audit(1, position, "municipal.hrss", "municipal", "bad_call_request", None, None,
+                                  position), count=False)
+    assert ("call.municipal.hrss.request", position) in state.dedupe
