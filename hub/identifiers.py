@@ -154,8 +154,10 @@ def resident_id_check_char(first17: str) -> str:
     """
     if len(first17) != 17 or not (first17.isascii() and first17.isdigit()):
         raise ValueError(f"expected the first 17 digits of a resident ID, got {first17!r}")
-    total = sum(int(c) * w for c, w in zip(first17, _RIC_WEIGHTS, strict=True))
-    return _RIC_CHECK[total % 11]
+    # The weights are 2**(17-i) mod 11, and 13 = 2 (mod 11): reading the digits in base 13 sums them with those
+    # weights (over 2) in one C call, ~15x faster than the weighted sum; every record's ID is checked in the
+    # hot path (hub.quality). Equal to sum(int(c) * w for c, w in zip(first17, _RIC_WEIGHTS)) % 11.
+    return _RIC_CHECK[2 * int(first17, 13) % 11]
 
 
 def _today() -> date:
@@ -163,8 +165,13 @@ def _today() -> date:
 
 
 def _parse_birth_date(digits: str) -> date | None:
+    """``YYYYMMDD`` (8 ASCII digits, as callers check) as a date, None if not a calendar date.
+
+    ``date.fromisoformat`` reads the ISO basic form in one C call (Python 3.11+), ~3x faster than three int()s and
+    a date(): every record's resident IDs are checked in the hot path (hub.quality).
+    """
     try:
-        return date(int(digits[0:4]), int(digits[4:6]), int(digits[6:8]))
+        return date.fromisoformat(digits)
     except ValueError:
         return None
 
@@ -230,6 +237,8 @@ def resident_id_district(s: object) -> str | None:
 
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"  # no I, O, S, V, Z
 _USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC_CHARS = frozenset(USCC_ALPHABET)
+_USCC_AS_BASE34 = str.maketrans({c: "0123456789abcdefghijklmnopqrstu"[i] for i, c in enumerate(USCC_ALPHABET)})
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 # Registration authorities of GB 32100: 1 establishment offices, 2 foreign affairs, 3 justice, 4 culture,
 # 5 civil affairs, 6 tourism, 7 religious affairs, 8 trade unions, 9 market regulation, A central military
@@ -247,10 +256,14 @@ def uscc_check_char(first17: str) -> str:
     """
     if len(first17) != 17:
         raise ValueError(f"expected the first 17 characters of a USCC, got {first17!r}")
-    try:
-        total = sum(_USCC_VALUE[c] * w for c, w in zip(first17.upper(), _USCC_WEIGHTS, strict=True))
-    except KeyError as exc:
-        raise ValueError(f"{exc.args[0]!r} is not in the USCC alphabet") from None
+    upper = first17.upper()
+    if not _USCC_CHARS.issuperset(upper):
+        bad = next(c for c in upper if c not in _USCC_CHARS)
+        raise ValueError(f"{bad!r} is not in the USCC alphabet")
+    # The weights are 3**i mod 31, and 34 = 3 (mod 31): the values written as base-34 digits, last first, and
+    # read by int() are the weighted sum mod 31 in one C call (~10x faster; every record's USCCs are checked in
+    # the hot path). Equal to sum(_USCC_VALUE[c] * w for c, w in zip(upper, _USCC_WEIGHTS)) % 31.
+    total = int(upper.translate(_USCC_AS_BASE34)[::-1], 34)
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
@@ -268,7 +281,7 @@ def is_valid_uscc(s: object, *, strict: bool = False) -> bool:
         s = s.upper()
     if s[0] not in _USCC_AUTHORITIES or not s[1].isdigit() or s[1] == "0" or not s[2:8].isdigit():
         return False
-    if any(c not in _USCC_VALUE for c in s[8:]):
+    if not _USCC_CHARS.issuperset(s[8:]):
         return False
     return uscc_check_char(s[:17]) == s[17]
 

@@ -57,6 +57,10 @@ class RowSink(Protocol):
         """Apply rows about to be written (marking them as this worker's); returns index records to write too."""
         ...
 
+    def key_exists(self, resource_id: str, key: str) -> bool | None:
+        """A current row of ``resource_id`` with this primary key? None if its partition is not held here."""
+        ...
+
 
 class Agent(mode.Service):
     """Base of the worker's child agents: what the worker lends each of them, by interface."""

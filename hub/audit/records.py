@@ -82,16 +82,21 @@ def delivery_entry(
 
 def quarantine_value(
     rec: RawRecord, event_id: str, now: int, node: str, rule: str, reason: str, resource: str | None,
+    violations: Sequence[tuple[str, str, str]] = (), record_key: str | None = None,
 ) -> dict[str, Any]:
     """The QuarantineRecord (``schemas/hub/quarantine_record.avsc``) of a rejected record, original bytes kept.
 
     ``event_id``: the event's id for an ingress record; for a call request, ``source_of`` its position.
+    ``violations``: every failed quality rule as (rule, field, message); ``record_key``: the decoded record's
+    primary key (how a later delivery of the fixed record is recognised).
     """
     return {
         "event_id": event_id, "ts": now, "node": node, "topic": rec.topic, "partition": rec.partition,
         "offset": rec.offset, "rule": rule, "reason": reason, "resource": resource,
         "original_key": rec.key, "original_value": rec.value,
         "original_headers": {k: bytes(v or b"") for k, v in (rec.headers or ())},
+        "violations": [{"rule": r, "field": f, "message": m} for r, f, m in violations],
+        "record_key": record_key,
     }
 
 
@@ -107,6 +112,25 @@ def quarantine_audit(
     """The one audit record of a rejected record: action ``quarantine``, decision ``deny``, reason the rule.
 
     A call request quarantined: ``resource`` None, ``khash`` None, ``event_id`` and ``source`` its position.
+
+    An ingress record's audit id names its position (``<event id>/quarantine/<source>``): a provider may resend
+    a rejected event id (the fixed record, or the same bad one again), and each rejection is one act with its
+    own identity (``hub audit reconcile`` reports a repeated identity as a duplicate).
     """
-    return audit_record(now, event_id, QUARANTINE, node, decision=DENY, reason=rule, resource=resource,
-                        from_tier=tier, to_tier=tier, key_hash=khash, source=source)
+    audit = audit_record(now, event_id, QUARANTINE, node, decision=DENY, reason=rule, resource=resource,
+                         from_tier=tier, to_tier=tier, key_hash=khash, source=source)
+    if source and source != event_id:
+        audit["audit_id"] = f"{event_id}/{QUARANTINE}/{source}"
+    return audit
+
+
+QUARANTINED_PREFIX = "\x00"  # event ids are printable (hub.pipeline.core.event_id_for): no event id starts so
+
+
+def quarantined_position(node: str, source: str) -> tuple[str, str]:
+    """The dedupe-window key of a quarantined ingress record: its position, not its event id.
+
+    A quarantined event id must not block the fixed record resent under the same id; the position still makes a
+    crash's redelivery of that very record a duplicate (no second quarantine, no second audit record).
+    """
+    return node, QUARANTINED_PREFIX + source

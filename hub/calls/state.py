@@ -28,7 +28,7 @@ from hub.broker.sender import BatchSender, gather_all
 from hub.calls import core
 from hub.calls.core import IndexTable, QuotaTable, RecordTable, Row
 from hub.catalogue.model import Resource
-from hub.contract import H_WRITER, INDEX_TOPIC, QUOTA_TOPIC, RECORDS_TOPIC
+from hub.contract import H_WRITER, INDEX_TOPIC, QUOTA_TOPIC, RECORDS_TOPIC, store_key
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
 from hub.settings import Settings
@@ -148,6 +148,21 @@ class CallState:
             self._ready.setdefault(p, asyncio.Event())
         self._wanted = set(partitions)
         self._wake.set()
+
+    def key_exists(self, resource_id: str, key: str) -> bool | None:
+        """Whether ``resource_id`` has a current row with primary key ``key`` (``reference`` quality rules).
+
+        None when this worker cannot tell: the row's ``hub.records`` partition is owned by another worker, or is
+        still being restored. The quality rule then passes the record (a reference is refused only when known
+        to be missing), so a record's fate never depends on which worker happens to read it, only its certainty.
+        """
+        store = store_key(resource_id, key)
+        p = partition_of(store, self._records_partitions) if self._records_partitions else -1
+        ready = self._ready.get(p)
+        table = self.records.get(p)
+        if table is None or ready is None or not ready.is_set():
+            return None
+        return table.value_of(store) is not None
 
     async def wait_ready(self, partitions: Iterable[int]) -> None:
         for p in partitions:

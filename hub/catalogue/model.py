@@ -169,6 +169,14 @@ def load_exchange_config(path: Path) -> ExchangeConfig:
         resources += catalogue.get("resources") or []
     raw["resources"] = resources
     try:
-        return ExchangeConfig.model_validate(raw)
+        config = ExchangeConfig.model_validate(raw)
     except ValueError as exc:
         raise ValueError(f"seed configuration {path} is invalid: {exc}") from exc
+    from hub.quality import rule_problems  # the hot path's compile step refuses bad declarations here too
+
+    resources = {r.id: r for r in config.resources}
+    problems = [f"resource {r.id}: {p}" for r in config.resources for p in rule_problems(r.quality_rules,
+                                                                                          resources=resources)]
+    if problems:
+        raise ValueError(f"seed configuration {path} is invalid: {' | '.join(problems)}")
+    return config

@@ -90,9 +90,31 @@ def counts_tables(exchange: dict[str, Any]) -> list[Table]:
     return out
 
 
+def quality_table(exchange: dict[str, Any]) -> Table | None:
+    """Per resource and day: records accepted, quarantined, and the quality score (share accepted)."""
+    quality = exchange.get("quality") or {}
+    if not quality:
+        return None
+    table = Table(title="data quality by resource and day (share of records passing)", title_justify="left")
+    for name in ("resource", "day"):
+        table.add_column(name)
+    for name in ("passed", "quarantined", "score"):
+        table.add_column(name, justify="right")
+    table.add_column("quarantined by rule", style="dim")
+    for resource, q in quality.items():
+        for day, d in (q.get("by_day") or {}).items():
+            score = "-" if d.get("score") is None else f"{d['score']:.1%}"
+            rules = ", ".join(f"{r} {n:,}" for r, n in (d.get("rules") or {}).items())
+            table.add_row(resource, day, _n(d["passed"]), _n(d["quarantined"]), score, rules)
+    return table
+
+
 def render_stats(data: dict[str, Any]) -> Group:
     exchange = data.get("exchange")
     parts: list[Any] = [figures_table(exchange, data.get("catalogue"))]
     if exchange is not None:
         parts.extend(counts_tables(exchange))
+        quality = quality_table(exchange)
+        if quality is not None:
+            parts.append(quality)
     return Group(*parts)

@@ -30,9 +30,9 @@ from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEnt
 from hub.control.tokens import IssuedToken
 from hub.identifiers import DISTRICTS
 from hub.policy.model import Grant, Scenario, check_scenario_id
+from hub.quality import fields_read, rule_problems
 
 Frequency = Literal["realtime", "hourly", "daily", "weekly", "monthly", "on_change"]
-QUALITY_RULES = ("required", "resident_id", "uscc", "district_code", "range", "regex", "enum")
 RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 RESERVED_SUBJECT_PREFIXES = ("hub.", "_")
 MAX_TEXT = 10_000
@@ -281,34 +281,20 @@ def _check_actor(spec_provider: str, actor: str, verb: str) -> None:
         )
 
 
-def _check_rule(rule: QualityRule) -> str | None:
-    """What is wrong with one quality rule's name or arguments, or None."""
-    if rule.rule not in QUALITY_RULES:
-        return f"quality rule {rule.rule!r} on {rule.field} is unknown (known: {', '.join(QUALITY_RULES)})"
-    args = rule.args
-    if rule.rule == "range":
-        bounds = {k: v for k, v in args.items() if k in ("min", "max")}
-        if not bounds or set(args) - {"min", "max"}:
-            return f"quality rule range on {rule.field} needs args min and/or max (numbers), e.g. {{min: 1, max: 10}}"
-        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in bounds.values()):
-            return f"quality rule range on {rule.field}: min and max must be numbers"
-        if "min" in bounds and "max" in bounds and bounds["min"] > bounds["max"]:
-            return f"quality rule range on {rule.field}: min ({bounds['min']}) is above max ({bounds['max']})"
-    elif rule.rule == "regex":
-        pattern = args.get("pattern")
-        if not isinstance(pattern, str) or set(args) != {"pattern"}:
-            return f"quality rule regex on {rule.field} needs args {{pattern: <regular expression>}}"
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            return f"quality rule regex on {rule.field}: pattern does not compile: {exc}"
-    elif rule.rule == "enum":
-        values = args.get("values")
-        if not isinstance(values, list) or not values or set(args) != {"values"}:
-            return f"quality rule enum on {rule.field} needs args {{values: [...]}} with at least one value"
-    elif args:
-        return f"quality rule {rule.rule} on {rule.field} takes no args, got {sorted(args)}"
-    return None
+class _Catalogued:
+    """The live (not retired) catalogue as the ``resources`` mapping ``compile_checker`` reads references from."""
+
+    def __init__(self, state: ControlState) -> None:
+        self.state = state
+
+    def get(self, resource_id: str) -> Resource | None:
+        entry = self.state.entry(resource_id)
+        return entry.resource if entry is not None and not entry.retired else None
+
+
+def _rule_problems(rules: list[QualityRule], state: ControlState) -> list[str]:
+    """What is wrong with quality rule declarations: the very compile step the hot path uses (hub.quality)."""
+    return rule_problems(rules, resources=_Catalogued(state))  # type: ignore[arg-type]
 
 
 def build_resource(spec: ResourceSpec, state: ControlState, schema_of: SchemaLookup) -> Resource:
@@ -356,7 +342,7 @@ def build_resource(spec: ResourceSpec, state: ControlState, schema_of: SchemaLoo
     missing += [f"primary_key: {', '.join(f for f in spec.primary_key if f not in schema.fields)}"]
     if spec.locality_field is not None and spec.locality_field not in schema.fields:
         missing.append(f"locality_field: {spec.locality_field}")
-    bad_rules = sorted({r.field for r in spec.quality_rules if r.field not in schema.fields})
+    bad_rules = sorted({f for r in spec.quality_rules for f in fields_read(r) if f not in schema.fields})
     missing.append(f"quality_rules: {', '.join(bad_rules)}")
     missing = [m for m in missing if not m.endswith(": ")]
     if missing:
@@ -370,7 +356,7 @@ def build_resource(spec: ResourceSpec, state: ControlState, schema_of: SchemaLoo
         problems.append("locality_from_resident_id needs a resident ID field: a resident_id field, or locality_field")
     if spec.return_to_locality and not (spec.locality_field or spec.locality_from_resident_id):
         problems.append("return_to_locality needs a locality: locality_field or locality_from_resident_id")
-    problems += [p for p in (_check_rule(r) for r in spec.quality_rules) if p]
+    problems += _rule_problems(spec.quality_rules, state)
     if problems:
         raise Invalid("invalid_entry", f"catalogue entry {spec.id}: " + " | ".join(problems))
     data = spec.model_dump()

@@ -1,8 +1,8 @@
 """``hub demo``: a small simulated city on top of ``hub up``.
 
-Departments register their schemas and publish records, a few malformed records are sent too, and every
-feed and quarantine topic is read back. The summary compares what the routing rules entitle each feed to
-with what arrived, and shows the hub's own counters from ``/metrics``.
+Departments register their schemas and publish records, a few malformed records and a few records breaking the
+catalogue's quality rules are sent too, and every feed and quarantine topic is read back. The summary compares
+what the routing rules entitle each feed to with what arrived, and shows the hub's own counters from ``/metrics``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ from hub.broker.clients import make_consumer, make_producer
 from hub.catalogue.model import ExchangeConfig, load_exchange_config
 from hub.contract import H_EVENT_ID, H_RESOURCE, OPERATOR, feed_topic, ingress_topic, quarantine_topic
 from hub.demo.data import record_generator
+from hub.demo.data import spoil as break_rules
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.routing.core import route, subscriptions_by_resource
 from hub.runtime import status_file
 from hub.settings import Settings
+
+QUALITY_FAULT_EVERY = 10  # every 10th record of a resource breaks one or two of its quality rules
 
 BAD_RECORDS = {
     "bad_magic": lambda good: b"\x07" + good[1:],
@@ -52,6 +55,8 @@ class Expectation:
     directions: Counter[str] = field(default_factory=Counter)
     locality: Counter[str] = field(default_factory=Counter)
     received: Counter[str] = field(default_factory=Counter)
+    passed: Counter[str] = field(default_factory=Counter)  # per resource: records sent that pass its rules
+    failed: Counter[str] = field(default_factory=Counter)  # ... and records breaking them (quarantined)
 
 
 def start_hub(settings: Settings, console: Console, timeout: float = 240.0) -> tuple[subprocess.Popen[bytes], dict]:
@@ -129,13 +134,21 @@ async def simulate(settings: Settings, status: dict, per_department: int, consol
             schema_id = await registry.register(resource.subject, json.dumps(schema))
             parsed = framing.parse_schema(schema)
             make = record_generator(schema)
-            for _ in range(per_department):
+            for i in range(per_department):
                 record = make(rng)
                 value = framing.encode(schema_id, parsed, record)
                 good_sample.setdefault(resource.provider, value)
                 headers = [(H_RESOURCE, resource.id.encode()), (H_EVENT_ID, str(uuid.uuid4()).encode())]
+                if resource.quality_rules and i % QUALITY_FAULT_EVERY == QUALITY_FAULT_EVERY - 1:
+                    bad, _ = break_rules(record, resource.quality_rules, rng, faults=1 + i % 2)  # one or two faults
+                    value = framing.encode(schema_id, parsed, bad)
+                    sends.append(await producer.send(ingress_topic(resource.provider), value, headers=headers))
+                    exp.quarantine[quarantine_topic(resource.provider)] += 1
+                    exp.failed[resource.id] += 1
+                    continue
                 sends.append(await producer.send(ingress_topic(resource.provider), value, headers=headers))
                 expected_for(config, resource.id, record, exp)
+                exp.passed[resource.id] += 1
         for provider, good in good_sample.items():
             resource_id = next(r.id for r in config.resources if r.provider == provider)
             for rule, spoil in BAD_RECORDS.items():
@@ -216,6 +229,15 @@ def _print_summary(console: Console, exp: Expectation, received: Counter[str], c
     for labels, value in sorted(quarantined.items()):
         figures.add_row(f"quarantined, rule={dict(labels)['rule']}", str(int(value)))
     console.print(figures)
+    quality = Table(title="data quality per resource (records sent by the demo; failing ones are quarantined)")
+    quality.add_column("resource")
+    quality.add_column("passed", justify="right")
+    quality.add_column("quarantined", justify="right")
+    quality.add_column("quality score", justify="right")
+    for resource in sorted(exp.passed | exp.failed):
+        ok, bad = exp.passed[resource], exp.failed[resource]
+        quality.add_row(resource, str(ok), str(bad), f"{ok / (ok + bad):.1%}" if ok + bad else "-")
+    console.print(quality)
     feeds = Table(title="per feed: entitled vs received")
     feeds.add_column("topic")
     feeds.add_column("entitled", justify="right")

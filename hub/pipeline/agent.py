@@ -38,6 +38,17 @@ from hub.registry.client import RegistryClient, SchemaNotFound
 log = logging.getLogger("hub.exchange")
 
 NEGATIVE_TTL_S = 5.0  # how long an unknown schema id (or an unbound one) is not asked for again
+NEGATIVE_MAX = 10_000  # remembered misses beyond which expired ones are dropped (a flood of random ids)
+
+
+def pruned(negative: dict[Any, float], now: float, cap: int = NEGATIVE_MAX) -> dict[Any, float]:
+    """The negative cache without its expired entries once it holds more than ``cap`` (else as is); emptied
+    if even the live ones exceed ``cap``: forgetting a miss costs one more lookup, keeping them all costs memory
+    without bound (every random schema id a producer sends is a new entry)."""
+    if len(negative) <= cap:
+        return negative
+    live = {k: t for k, t in negative.items() if t >= now}
+    return live if len(live) <= cap else {}
 
 
 class ExchangeAgent(Agent):
@@ -114,6 +125,8 @@ class ExchangeAgent(Agent):
             dedupe=partitions.dedupe,  # restored with the partition
             grants=grants,
             delivery_plans=await self._delivery_plans(config, grants),
+            # reference quality rules look keys up in the call tables this worker holds (None: not held here)
+            key_exists=self.rows.key_exists if self.rows is not None else None,
         )
 
     async def _delivery_plans(
@@ -160,7 +173,7 @@ class ExchangeAgent(Agent):
         """Fetch any schema id or subject version the batch needs and the cache lacks (no I/O in the core)."""
         registry = self.registry
         now = time.monotonic()
-        negative = self._negative
+        negative = self._negative = pruned(self._negative, now)
         unknown: set[int] = set()
         unbound: set[str] = set()
         checked: set[tuple[bytes, int]] = set()

@@ -1,7 +1,8 @@
 """The exchange hot path as plain functions over a batch of raw Kafka records.
 
 ingress record -> check headers -> decode (Confluent framing + Avro, against the registry) -> validate
-against the catalogue -> route -> feed records + one audit record, or a quarantine record with its reason.
+against the catalogue -> the resource's data quality rules (``hub.quality``, compiled once per context) -> route
+-> feed records + one audit record, or a quarantine record with its reason (and every failed quality rule).
 Each event gets exactly one audit record: its ``publish``, listing every delivery and refusal in
 ``deliveries``, or its ``quarantine`` (built by ``hub.audit.records``).
 No I/O here: the worker shell resolves schemas before calling ``process_batch`` and sends what it returns.
@@ -27,6 +28,7 @@ from hub.audit.records import (
     quarantine_audit,
     quarantine_headers,
     quarantine_value,
+    quarantined_position,
     source_of,
 )
 from hub.broker.records import OutRecord, RawRecord
@@ -51,6 +53,7 @@ from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
 from hub.policy.model import Grant
+from hub.quality import Checker, KeyExists, RuleError, Violation, compile_rules
 from hub.registry import framing
 from hub.registry.framing import FramingError
 from hub.routing.core import (
@@ -63,6 +66,13 @@ from hub.routing.core import (
 
 EVENT_ID_NAMESPACE = uuid.UUID("5b0a3f1e-8f7c-4d7e-9a51-3c1f0e2d4b6a")
 MAX_EVENT_ID_LENGTH = 128
+# The hub's producers send at most 1 MiB a request (aiokafka's max_request_size) and the broker takes ~1 MiB a
+# record: an accepted record's key and value are copied into feeds and hub.records with the hub's headers added,
+# so a record must leave room for them, else its send fails and the worker stops on the same batch again and again.
+MAX_RECORD_BYTES = 1_000_000
+# A quarantine record keeps the original key, value and headers, each cut to this (the reason says so), so the
+# copy of a record of any size still fits.
+QUARANTINE_KEEP_BYTES = 256 * 1024
 
 # Metric tallies: (metric name, label values) -> count, applied by the shell once the batch is delivered.
 Tally = Counter[tuple[str, tuple[str, ...]]]
@@ -135,6 +145,8 @@ class ExchangeContext:
     dedupe: Callable[[int], DedupeWindow] = field(default_factory=lambda: _fresh_windows())
     grants: Mapping[str, Grant] = field(default_factory=dict)
     delivery_plans: Mapping[tuple[str, str], DeliveryPlan] = field(default_factory=dict)  # absent: as published
+    # reference rules ask the worker's call tables (hub.calls.state.CallState.key_exists); None: not checked
+    key_exists: KeyExists | None = None
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
     nodes: dict[str, Node] = field(init=False)
@@ -142,6 +154,7 @@ class ExchangeContext:
     # Delivery objects alive, so their ids key _delivery_static safely
     _resource_static: dict[str, ResourceStatic] = field(init=False)
     _delivery_static: dict[int, DeliveryStatic] = field(init=False)
+    _checkers: dict[str, Checker] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
@@ -150,6 +163,18 @@ class ExchangeContext:
         self._routes = {}
         self._resource_static = {}
         self._delivery_static = {}
+        self._checkers = {}
+
+    def checker(self, resource: Resource) -> Checker:
+        """The resource's quality rules, compiled once per context (one catalogue version)."""
+        found = self._checkers.get(resource.id)
+        if found is None:
+            try:  # reference targets were checked at cataloguing: one retired since must not fail every record
+                found = compile_rules(resource, key_exists=self.key_exists)
+            except RuleError as exc:  # refused at cataloguing; only a hand-written control topic gets here
+                found = _refusing(str(exc))
+            self._checkers[resource.id] = found
+        return found
 
     def resource_static(self, resource: Resource) -> ResourceStatic:
         """What every event of ``resource`` shares (header bytes, tally key), computed once per context."""
@@ -205,13 +230,31 @@ def _fresh_windows() -> Callable[[int], DedupeWindow]:
     return lambda partition: windows.setdefault(partition, DedupeWindow())
 
 
-class Rejected(Exception):
-    """A record that must go to quarantine; ``rule`` is the bounded label, the message says why."""
+def _refusing(problem: str) -> Checker:
+    """A checker failing every record: rules that do not compile must not let unchecked data through."""
+    return Checker((("invalid_rules", "", lambda record: f"the resource's quality rules do not compile: {problem}",
+                     False),))
 
-    def __init__(self, rule: str, message: str, resource: str | None = None) -> None:
+
+class Rejected(Exception):
+    """A record that must go to quarantine; ``rule`` is the bounded label, the message says why.
+
+    A record failing quality rules carries them all in ``violations`` (``rule`` is the first one's name) and its
+    primary key in ``record_key``."""
+
+    def __init__(self, rule: str, message: str, resource: str | None = None,
+                 violations: Sequence[Violation] = (), record_key: str | None = None) -> None:
         super().__init__(message)
         self.rule = rule
         self.resource = resource
+        self.violations = violations
+        self.record_key = record_key
+
+
+def quality_rejection(resource: Resource, record: Mapping[str, Any], violations: Sequence[Violation]) -> Rejected:
+    message = "; ".join(f"{v.field}: {v.message}" if v.field else v.message for v in violations)
+    record_key = primary_key_value(record, resource) if resource.primary_key else None
+    return Rejected(violations[0].rule, f"quality rules failed: {message}", resource.id, violations, record_key)
 
 
 def header_map(headers: Sequence[tuple[str, bytes]]) -> dict[str, bytes]:
@@ -263,6 +306,11 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
 ]:
     """Decode the value and check it belongs to a catalogued resource of the publishing node."""
     node = node_of_ingress(rec.topic)
+    if len(headers) != len(rec.headers or ()):  # a header repeated: cheap to notice, rare to happen
+        _reject_repeated(rec.headers)
+    size = len(rec.value or b"") + len(rec.key or b"")
+    if size > MAX_RECORD_BYTES:
+        raise Rejected("too_large", f"key and value are {size} bytes; the hub accepts at most {MAX_RECORD_BYTES}")
     raw_resource = headers.get(H_RESOURCE)
     if not raw_resource:
         raise Rejected("missing_header", f"the {H_RESOURCE} header is missing: every record must name its resource")
@@ -292,11 +340,27 @@ def decode_and_validate(rec: RawRecord, headers: Mapping[str, bytes], ctx: Excha
     return resource, record
 
 
+_SINGLE_HEADERS = (H_RESOURCE, H_EVENT_ID)
+
+
+def _reject_repeated(headers: Sequence[tuple[str, bytes]]) -> None:
+    """Two ``hub-resource`` (or ``hub-event-id``) headers make a record ambiguous: which one is meant depends on
+    the reader (``header_map`` keeps the last, a Kafka client's lookup the first), so the hub accepts neither."""
+    for name in _SINGLE_HEADERS:
+        if sum(1 for k, _ in headers if k == name) > 1:
+            raise Rejected("duplicate_header", f"the {name} header appears more than once: a record names one")
+
+
 def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchResult:
     """Decide and encode everything a batch of ingress records produces, in input order.
 
-    An event already handled (same publishing node and event id, in the partition's dedupe window) is
-    skipped: it was delivered and audited before a crash or rebalance made Kafka deliver it again.
+    An event already delivered (same publishing node and event id, in the partition's dedupe window) is
+    skipped: it was delivered and audited before a crash or rebalance made Kafka deliver it again. A quarantined
+    record is remembered by its position, not its event id: the fixed record resent under the same id is
+    delivered, while a redelivery of the rejected record itself is still a duplicate.
+
+    A record that decodes is checked against its resource's quality rules (``hub.quality``); failing any sends
+    it to quarantine with every failed rule.
     """
     result = BatchResult()
     now = ctx.clock_ms()
@@ -304,17 +368,23 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
         headers = header_map(rec.headers)
         event_id = event_id_for(rec, headers)
         window = ctx.dedupe(rec.partition)
-        event_key = (node_of_ingress(rec.topic), event_id)
-        if event_key in window:
+        node = node_of_ingress(rec.topic)
+        event_key = (node, event_id)
+        source = source_of(rec.topic, rec.partition, rec.offset)
+        position_key = quarantined_position(node, source)
+        if event_key in window or position_key in window:
             result.duplicates += 1
             continue
-        window.add(event_key)
-        source = source_of(rec.topic, rec.partition, rec.offset)
         try:
             resource, record = decode_and_validate(rec, headers, ctx)
+            violations = ctx.checker(resource)(record)
+            if violations:
+                raise quality_rejection(resource, record, violations)
         except Rejected as rej:
+            window.add(position_key)
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             continue
+        window.add(event_key)
         district = record_district(record, resource)
         prior = headers.get(H_LINEAGE) if resource.tier in PEER_TIERS else None  # only another platform's hops
         _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source,
@@ -391,12 +461,46 @@ def _quarantine(
 ) -> None:
     node = node_of_ingress(rec.topic)
     tier = _safe_tier(node)
-    value = ctx.quarantine_schema.encode(quarantine_value(rec, event_id, now, node, rej.rule, str(rej), rej.resource))
-    result.outputs.append(OutRecord(quarantine_topic(node), rec.key, value, quarantine_headers(event_id, rej.rule)))
+    kept, cut = bounded_copy(rec)
+    reason = f"{rej}; {cut}" if cut else str(rej)
+    value = ctx.quarantine_schema.encode(quarantine_value(kept, event_id, now, node, rej.rule, reason, rej.resource,
+                                                          rej.violations, rej.record_key))
+    result.outputs.append(OutRecord(quarantine_topic(node), kept.key, value, quarantine_headers(event_id, rej.rule)))
     result.audits.append((rec.partition, quarantine_audit(now, event_id, node, tier, rej.rule, rej.resource,
                                                           key_hash(rec.key), source)))
     result.tally[("events", ("publish", tier, tier, "quarantined"))] += 1
-    result.tally[("quarantined", (rej.rule,))] += 1
+    if rej.violations:  # each failed rule once (label: the rule's name only, never the field)
+        for rule in dict.fromkeys(v.rule for v in rej.violations):
+            result.tally[("quarantined", (rule,))] += 1
+    else:
+        result.tally[("quarantined", (rej.rule,))] += 1
+
+
+def bounded_copy(rec: RawRecord, keep: int = QUARANTINE_KEEP_BYTES) -> tuple[RawRecord, str]:
+    """``rec`` with its key, value and headers (in all) cut to ``keep`` bytes each, and what was cut ("" if
+    nothing): what a quarantine record can carry of a record of any size."""
+    key, value, headers = rec.key, rec.value, rec.headers or ()
+    header_bytes = sum(len(k) + len(v or b"") for k, v in headers)
+    if len(key or b"") <= keep and len(value or b"") <= keep and header_bytes <= keep:
+        return rec, ""
+    cut = []
+    if key is not None and len(key) > keep:
+        cut.append(f"key {len(key)} bytes")
+        key = key[:keep]
+    if value is not None and len(value) > keep:
+        cut.append(f"value {len(value)} bytes")
+        value = value[:keep]
+    if header_bytes > keep:
+        cut.append(f"headers {header_bytes} bytes")
+        kept_headers, total = [], 0
+        for k, v in headers:
+            total += len(k) + len(v or b"")
+            if total > keep:
+                break
+            kept_headers.append((k, v))
+        headers = kept_headers
+    copy = RawRecord(rec.topic, rec.partition, rec.offset, key, value, headers, rec.timestamp_ms)
+    return copy, f"kept the first {keep} bytes of each of: {', '.join(cut)}"
 
 
 def _safe_tier(node: str) -> str:

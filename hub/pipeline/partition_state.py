@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hub.audit.chain import CHECKPOINT, ChainState, ChainWriter, resume_state
+from hub.audit.records import QUARANTINE, quarantined_position
 from hub.contract import AUDIT_TOPIC, COUNTS_TOPIC, INGRESS_PREFIX
 from hub.pipeline.dedupe import DedupeWindow
 from hub.registry import framing
@@ -53,7 +54,8 @@ class PartitionState:
         """Fold one existing audit record of this partition into the state (restore path).
 
         One record is one event (a publish with its ``deliveries``, a quarantine, a call): its (node, event
-        id) goes into the dedupe window, and with ``count`` its counters (``count_keys``: the publish and each
+        id) goes into the dedupe window (a quarantine's: its ingress position, ``quarantined_position``), and
+        with ``count`` its counters (``count_keys``: the publish and each
         delivery or refusal) into the counts. Older logs' separate deliver/deny records repeat their event's
         dedupe key and count one counter each.
         """
@@ -62,7 +64,12 @@ class PartitionState:
         source = audit.get("source") or ""
         topic = source.split("/", 1)[0]
         node = topic.removeprefix(INGRESS_PREFIX) if topic else audit.get("actor", "")
-        self.dedupe.add((node, audit["event_id"]))
+        if audit["action"] == QUARANTINE and topic.startswith(INGRESS_PREFIX):
+            # an ingress record's rejection: by position, so the fixed record may reuse the event id (a call
+            # request's quarantine is keyed by its position already: (request topic, event id = position))
+            self.dedupe.add(quarantined_position(node, source))
+        else:
+            self.dedupe.add((node, audit["event_id"]))
         if count:
             self.counts.add((audit,))
 

@@ -131,6 +131,36 @@ def breakdowns(table: CountTable) -> dict[str, Any]:
     }
 
 
+def quality_scores(table: CountTable) -> dict[str, Any]:
+    """Per resource and day: records accepted (``publish`` counters) and quarantined (``quarantine`` counters of
+    records naming the resource: failed quality rules, or a record that did not decode), and the quality score,
+    the share accepted. From the same counters as everything else (one audit record per ingress record), so
+    ``hub audit reconcile`` covers it; ``rules`` counts quarantines by the first failed rule (the audit reason).
+    """
+    per: dict[str, dict[str, Counter[str]]] = {}
+    for k, n in table.counts.items():
+        action = k[ACTION]
+        if not n or not k[RESOURCE] or action not in ("publish", "quarantine"):
+            continue
+        days = per.setdefault(k[RESOURCE], {})
+        day = days.setdefault(k[DAY], Counter())
+        day["passed" if action == "publish" else "quarantined"] += n
+        if action == "quarantine":
+            day[f"rule:{k[REASON]}"] += n
+
+    def score(c: Counter[str]) -> dict[str, Any]:
+        total = c["passed"] + c["quarantined"]
+        return {"passed": c["passed"], "quarantined": c["quarantined"],
+                "score": round(c["passed"] / total, 4) if total else None,
+                "rules": {r.removeprefix("rule:"): n for r, n in sorted(c.items()) if r.startswith("rule:")}}
+
+    out: dict[str, Any] = {}
+    for resource, days in sorted(per.items()):
+        overall = sum(days.values(), Counter())
+        out[resource] = {**score(overall), "by_day": {d: score(c) for d, c in sorted(days.items())}}
+    return out
+
+
 def exchange_figures(
     table: CountTable, first: str | date | None = None, last: str | date | None = None,
     catalogue_by_tier: Mapping[str, int] | None = None,
@@ -151,6 +181,7 @@ def exchange_figures(
             for f in FIGURES
         ],
         "counts": breakdowns(selected),
+        "quality": quality_scores(selected),
     }
 
 

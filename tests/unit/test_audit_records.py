@@ -97,7 +97,7 @@ def test_a_quarantined_ingress_record_and_a_quarantined_call_request() -> None:
     audit = records.quarantine_audit(NOW, "e-9", "municipal.health", "municipal", "bad_magic", "x",
                                      records.key_hash(b"k"), records.source_of(rec.topic, rec.partition, rec.offset))
     assert (audit["audit_id"], audit["action"], audit["decision"], audit["reason"], audit["deliveries"]) == (
-        "e-9/quarantine/-", "quarantine", "deny", "bad_magic", [])
+        "e-9/quarantine/ingress.municipal.health/2/40", "quarantine", "deny", "bad_magic", [])
     assert audit["source"] == "ingress.municipal.health/2/40" and audit["key_hash"] == records.key_hash(b"k")
     assert records.quarantine_headers("e-9", "bad_magic") == [("hub-event-id", b"e-9"),
                                                               ("hub-quarantine-rule", b"bad_magic")]

@@ -83,3 +83,28 @@ def test_the_index_partition_is_stable_and_spread() -> None:
     first = [core.index_partition(k, [0, 1, 2, 3]) for k in keys]
     assert first == [core.index_partition(k, [0, 1, 2, 3]) for k in keys]
     assert min(first.count(p) for p in range(4)) > 50
+
+
+def test_key_exists_answers_only_for_partitions_held_and_restored() -> None:
+    """Reference quality rules ask the call tables: True/False where the partition is here and ready, else None."""
+    import asyncio
+
+    from hub.broker.records import partition_of
+    from hub.calls.core import RecordTable
+    from hub.calls.state import CallState
+    from hub.contract import store_key
+    from hub.settings import Settings
+
+    state = CallState(Settings(), "127.0.0.1:1")
+    state._records_partitions = 4
+    key = store_key("municipal.big-data.legal-person", "91310115MAQ283FQ6R")
+    p = partition_of(key, 4)
+    assert state.key_exists("municipal.big-data.legal-person", "91310115MAQ283FQ6R") is None  # not held
+    table = state.records[p] = RecordTable()
+    state._ready[p] = asyncio.Event()
+    assert state.key_exists("municipal.big-data.legal-person", "91310115MAQ283FQ6R") is None  # restoring
+    state._ready[p].set()
+    assert state.key_exists("municipal.big-data.legal-person", "91310115MAQ283FQ6R") is False
+    rid, _, pk = key.partition(b"|")
+    table.values.setdefault(rid.decode(), {})[pk] = b"\x00row"
+    assert state.key_exists("municipal.big-data.legal-person", "91310115MAQ283FQ6R") is True

@@ -261,6 +261,12 @@ def test_a_provider_cannot_catalogue_as_another_node() -> None:
     ({"quality_rules": [{"field": "name", "rule": "enum", "args": {"values": []}}]}, "invalid_entry",
      "at least one value"),
     ({"quality_rules": [{"field": "name", "rule": "required", "args": {"x": 1}}]}, "invalid_entry", "takes no args"),
+    ({"quality_rules": [{"field": "name", "rule": "after", "args": {"field": "started"}}]}, "invalid_entry",
+     "quality_rules: started"),  # the other field of a cross-field rule must be in the schema too
+    ({"quality_rules": [{"field": "site_uscc", "rule": "reference", "args": {"resource": "municipal.x.y"}}]},
+     "invalid_entry", "municipal.x.y is not catalogued"),
+    ({"quality_rules": [{"field": "name", "rule": "date_range", "args": {"min": "2020-02-30"}}]}, "invalid_entry",
+     "not a date"),
     ({"locality_field": None}, "invalid_entry", "return_to_locality needs a locality"),
 ])
 def test_invalid_entries_say_what_is_wrong(changes: dict, code: str, match: str) -> None:

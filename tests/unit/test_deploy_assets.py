@@ -108,6 +108,20 @@ def dashboard_exprs() -> list[str]:
 # --- docker ------------------------------------------------------------------------------------------
 
 
+def compose_services() -> dict[str, Any]:
+    return load_yaml(COMPOSE)["services"]
+
+
+def script_properties(path: Path) -> dict[str, str]:
+    """The ``key=value`` lines of the server.properties a start script writes (its first heredoc)."""
+    text = path.read_text(encoding="utf-8")
+    body = text.split("<<PROPERTIES\n", 1)[1].split("\nPROPERTIES\n", 1)[0]
+    return dict(line.split("=", 1) for line in body.splitlines() if line and not line.startswith("#"))
+
+
+KAFKA_SCRIPT = DEPLOY / "kafka" / "start-secure.sh"
+
+
 def test_compose_services() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
@@ -117,16 +131,13 @@ def test_compose_services() -> None:
     image, _, tag = kafka["image"].partition(":")
     assert image == "apache/kafka" and tag.split(".")[0] == "4"
     assert tag == Settings().kafka_version, "compose Kafka should match the local broker's version"
-    env = kafka["environment"]
-    assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"]
-    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
-    assert "PLAINTEXT://:9092" in env["KAFKA_LISTENERS"]
     assert "healthcheck" in kafka
 
     prometheus = services["prometheus"]
     assert prometheus["image"].startswith("prom/prometheus")
     assert any(v.startswith("./deploy/prometheus:") for v in prometheus["volumes"])
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert load_yaml(PROM / "prometheus.yml")["rule_files"] == ["alerts.yml"]  # the alert rules are loaded
 
     grafana = services["grafana"]
     assert grafana["image"].startswith("grafana/grafana")
@@ -134,31 +145,117 @@ def test_compose_services() -> None:
     assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
     provider = load_yaml(GRAFANA / "provisioning" / "dashboards" / "hub.yml")["providers"][0]
     assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/{DASHBOARD.name}"
 
-    for service in services.values():
+
+def test_compose_images_are_pinned() -> None:
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert version
+    for name, service in compose_services().items():
+        image, _, tag = service["image"].partition(":")
+        assert tag and tag != "latest" and re.match(r"v?\d+(\.\d+)+$", tag), f"{name}: {service['image']} is not pinned"
+        if "build" in service:
+            assert tag == version.group(1), f"{name}: the built image is tagged with the project's version"
+
+
+def test_compose_mounts_volumes_and_dependencies_exist() -> None:
+    compose = load_yaml(COMPOSE)
+    services = compose["services"]
+    used_volumes = set()
+    for name, service in services.items():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("./"):
-                assert (ROOT / source).exists(), f"{source} is mounted but does not exist"
+                assert (ROOT / source).exists(), f"{name}: {source} is mounted but does not exist"
             else:
-                assert source in compose["volumes"], f"named volume {source} is not declared"
+                assert source in compose["volumes"], f"{name}: named volume {source} is not declared"
+                used_volumes.add(source)
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name} depends on {dependency}, which is not a service"
+    assert used_volumes == set(compose["volumes"]), "a declared volume is used by no service"
+    assert KAFKA_SCRIPT.stat().st_mode & 0o111, "the Kafka start script must be executable"
+    entrypoint = services["kafka"]["entrypoint"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in services["kafka"]["volumes"]}
+    assert mounted[entrypoint[-1]] == "./" + str(KAFKA_SCRIPT.relative_to(ROOT))
+
+
+def test_compose_sets_only_variables_something_reads() -> None:
+    """A HUB_* variable is a hub setting; any other variable of a service running our script is used by it;
+    every required ${VAR:?} is in deploy/compose.env.example."""
+    fields = set(Settings.model_fields)
+    script = KAFKA_SCRIPT.read_text(encoding="utf-8")
+    for name, service in compose_services().items():
+        for variable in service.get("environment", {}):
+            if name == "kafka":
+                assert f"${variable}" in script or "${" + variable in script, f"kafka: {variable} is unused"
+            elif variable.startswith("HUB_"):
+                assert variable[4:].lower() in fields, f"{name}: {variable} is not a hub setting"
+            else:
+                assert name == "grafana" and variable.startswith("GF_"), f"{name}: {variable} is read by nothing"
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text(encoding="utf-8")))
+    example = (DEPLOY / "compose.env.example").read_text(encoding="utf-8")
+    assert required and all(re.search(rf"^{v}=", example, re.M) for v in required), required
+
+
+def test_compose_kafka_is_secured_as_the_local_secure_broker(tmp_path: Path) -> None:
+    """SCRAM + ACLs with the same settings as ``hub broker start --secure`` (LocalBroker._secure_props)."""
+    from hub.broker.manager import LocalBroker
+
+    props = script_properties(KAFKA_SCRIPT)
+    local = LocalBroker(Settings(state_dir=tmp_path))._secure_props(9092, 9093)
+    for key in ("sasl.enabled.mechanisms", "sasl.mechanism.inter.broker.protocol", "inter.broker.listener.name",
+                "sasl.mechanism.controller.protocol", "authorizer.class.name", "super.users",
+                "allow.everyone.if.no.acl.found", "listener.name.client.sasl.enabled.mechanisms",
+                "listener.name.controller.sasl.enabled.mechanisms"):
+        assert props[key] == local[key], key
+    modules = dict(re.findall(r"^(SCRAM|PLAIN)=(\S+)$", KAFKA_SCRIPT.read_text(), re.M))
+    for key in ("listener.name.client.scram-sha-256.sasl.jaas.config",
+                "listener.name.controller.plain.sasl.jaas.config"):
+        module = props[key].split(" required ")[0]
+        assert modules[module.lstrip("$")] == local[key].split(" required ")[0], key
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:hub;User:hub-controller"
+    protocols = dict(pair.split(":") for pair in props["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener may be PLAINTEXT (anonymous)"
+    assert "--add-scram" in KAFKA_SCRIPT.read_text() and "name=hub," in KAFKA_SCRIPT.read_text()
+
+
+def test_compose_ports_agree() -> None:
+    services = compose_services()
+    props = script_properties(KAFKA_SCRIPT)
+    advertised = dict(item.split("://") for item in props["advertised.listeners"].split(","))
+    listeners = dict(item.split("://") for item in props["listeners"].split(","))
+    # the hub reaches Kafka on its advertised in-network listener, as the privileged SCRAM user
+    hub = services["hub"]
+    env = hub["environment"]
+    assert hub["command"][:3] == ["up", "--bootstrap", advertised["CLIENT"]]
+    assert env["HUB_BOOTSTRAP"] == advertised["CLIENT"]
+    assert env["HUB_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["HUB_KAFKA_USERNAME"] == "hub"
+    assert env["HUB_KAFKA_SASL_MECHANISM"] == props["sasl.enabled.mechanisms"]
+    # the host port is the external listener, advertised as localhost
+    published = [p.split(":") for p in services["kafka"]["ports"]]
+    assert published == [[listeners["EXTERNAL"].lstrip(":"), listeners["EXTERNAL"].lstrip(":")]]
+    assert advertised["EXTERNAL"] == f"localhost:{published[0][0]}"
+    assert props["controller.quorum.voters"].endswith(listeners["CONTROLLER"])
+    # the API: its setting, the published port, the healthcheck and Prometheus' target are one port
+    port = str(Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("HUB_")}).api_port)
+    assert hub["ports"] == [f"{port}:{port}"]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(hub["healthcheck"]["test"])
+    job = next(j for j in load_yaml(PROM / "prometheus.yml")["scrape_configs"] if j["job_name"] == "hub")
+    assert job["static_configs"][0]["targets"] == [f"hub:{port}"]
+    assert "--command-config /var/lib/kafka/client.properties" in " ".join(services["kafka"]["healthcheck"]["test"])
 
 
 def test_compose_hub_service_matches_cli_and_settings() -> None:
-    hub = load_yaml(COMPOSE)["services"]["hub"]
+    hub = compose_services()["hub"]
     assert hub["build"]["dockerfile"] == "deploy/Dockerfile"
     assert (ROOT / hub["build"]["context"] / hub["build"]["dockerfile"]).is_file()
-    assert hub["command"][:3] == ["up", "--bootstrap", "kafka:9092"]
     env = hub["environment"]
     assert env["HUB_API_HOST"] == "0.0.0.0"
-    assert "8081:8081" in hub["ports"]
     assert hub["depends_on"]["kafka"]["condition"] == "service_healthy"
-    fields = set(Settings.model_fields)
-    for name in env:
-        assert name.startswith("HUB_") and name[4:].lower() in fields, f"{name} is not a hub setting"
-    settings = Settings(**{k[4:].lower(): v for k, v in env.items()})
+    settings = Settings(**{k[4:].lower(): v for k, v in env.items() if "${" not in str(v)})
     assert settings.api_port == 8081 and settings.bootstrap == "kafka:9092"
-    assert "/healthz" in " ".join(hub["healthcheck"]["test"])
 
 
 def test_dockerfile() -> None:

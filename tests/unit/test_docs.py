@@ -49,7 +49,7 @@ def test_no_file_points_outside_the_repository() -> None:
 
 def test_docs_exist_and_link_each_other() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for name in ("contract.md", "domain.md", "performance.md"):
+    for name in ("contract.md", "domain.md", "performance.md", "reliability.md"):
         assert (DOCS / name).is_file()
         assert f"(docs/{name})" in readme, f"README.md does not link docs/{name}"
     for path in DOCS.glob("*.md"):

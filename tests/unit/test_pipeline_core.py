@@ -12,9 +12,11 @@ from hub.audit.reconcile import Recount
 from hub.catalogue.model import load_exchange_config
 from hub.contract import H_EVENT_ID, H_LINEAGE, H_PROVIDER, H_RESOURCE, H_RULE, RECORDS_TOPIC
 from hub.pipeline.core import (
+    QUARANTINE_KEEP_BYTES,
     EncodedSchema,
     ExchangeContext,
     RawRecord,
+    bounded_copy,
     event_id_for,
     process_batch,
     standing_grants,
@@ -133,6 +135,15 @@ GOOD = framing.encode(VACC_ID, VACC, vacc_record())
         (raw(framing.encode(OTHER_ID, OTHER, {"x": "y"})), "schema_not_bound"),
         (raw(GOOD, headers=[(H_RESOURCE, b"nope")]), "unknown_resource"),
         (raw(GOOD, topic="ingress.municipal.hrss"), "not_provider"),
+        # hostile headers (issue 12): repeated, null-valued, not UTF-8
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination")] * 2), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"nope"), (H_RESOURCE, b"municipal.health.vaccination")]), "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, b"a"), (H_EVENT_ID, b"b")]),
+         "duplicate_header"),
+        (raw(GOOD, headers=[(H_RESOURCE, None)]), "missing_header"),  # type: ignore[list-item]
+        (raw(GOOD, headers=[(H_RESOURCE, b"\xff\xfe municipal")]), "unknown_resource"),
+        (raw(GOOD[:-1], headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, None)]),  # type: ignore[list-item]
+         "truncated"),
     ],
 )
 def test_malformed_records_are_quarantined_with_reason(ctx: ExchangeContext, record: RawRecord, rule: str) -> None:
@@ -283,6 +294,118 @@ def test_derived_event_ids_are_exactly_uuid5_of_the_position() -> None:
         assert derived_event_id(position) == str(uuid.uuid5(EVENT_ID_NAMESPACE, position))
 
 
+def test_a_record_too_large_to_copy_is_quarantined_and_its_quarantine_copy_fits(ctx: ExchangeContext) -> None:
+    # a good body with a 1 MB key: feeds would copy the key, and the send would fail on every retry
+    huge_key = RawRecord("ingress.municipal.health", 0, 7, b"k" * 1_000_000, GOOD,
+                         [(H_RESOURCE, b"municipal.health.vaccination")], 1_699_999_999_000)
+    oversize = raw(framing.HEADER.pack(0, VACC_ID) + b"\x00" * 1_048_000, offset=8)
+    big_headers = raw(b"\x01" * 10, headers=[(H_RESOURCE, b"municipal.health.vaccination"),
+                                             *[(f"x-{i}", b"h" * 100_000) for i in range(5)]], offset=9)
+    result = process_batch([huge_key, oversize, big_headers, raw(GOOD, offset=10)], ctx)
+    quarantined = [o for o in result.outputs if o.topic.startswith("quarantine.")]
+    assert [dict(o.headers)[H_RULE] for o in quarantined] == [b"too_large", b"too_large", b"bad_magic"]
+    for out in quarantined:
+        assert len(out.value) + len(out.key or b"") < 900_000  # the producer's limit is 1 MiB a request
+    first = decode_out(quarantined[0].value)
+    assert first["original_key"] == b"k" * QUARANTINE_KEEP_BYTES and "key 1000000 bytes" in first["reason"]
+    assert first["original_value"] == GOOD
+    third = decode_out(quarantined[2].value)
+    assert len(third["original_headers"]) == 3 and "headers" in third["reason"]
+    assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2  # the good one still flows
+
+
+def test_records_within_bounds_are_quarantined_whole() -> None:
+    rec = raw(b"\x01" * 100, offset=3)
+    assert bounded_copy(rec) == (rec, "")
+
+
+def _headers(event_id: bytes) -> list[tuple[str, bytes]]:
+    return [(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, event_id)]
+
+
+def test_a_record_failing_quality_rules_is_quarantined_with_every_failed_rule(ctx: ExchangeContext) -> None:
+    bad = vacc_record(record_id="r9") | {"resident_id": "310115198807061235", "district": "310103", "dose_number": 0,
+                                         "name": " "}
+    result = process_batch([raw(framing.encode(VACC_ID, VACC, bad), headers=_headers(b"q-1")), raw(GOOD, offset=1)],
+                           ctx)
+    [quarantined] = [o for o in result.outputs if o.topic == "quarantine.municipal.health"]
+    body = decode_out(quarantined.value)
+    failed = [(v["rule"], v["field"]) for v in body["violations"]]
+    assert failed == [("resident_id", "resident_id"), ("required", "name"), ("district_code", "district"),
+                      ("range", "dose_number")]
+    assert body["rule"] == "resident_id" and body["record_key"] == "r9" and body["event_id"] == "q-1"
+    assert "check character" in body["reason"] and "dose_number" in body["reason"]
+    for rule in ("resident_id", "required", "district_code", "range"):  # each failed rule counted once
+        assert result.tally[("quarantined", (rule,))] == 1
+    assert sum(o.topic.startswith("feed.") for o in result.outputs) == 2  # only the good record is delivered
+    audits = [a for _, a in result.audits]
+    assert [a["action"] for a in audits] == ["quarantine", "publish"]
+    assert audits[0]["audit_id"] == "q-1/quarantine/ingress.municipal.health/0/0"
+    assert audits[0]["reason"] == "resident_id" and audits[0]["resource"] == "municipal.health.vaccination"
+
+
+def test_a_fixed_record_resent_with_the_quarantined_event_id_is_delivered(ctx: ExchangeContext) -> None:
+    bad = framing.encode(VACC_ID, VACC, vacc_record() | {"dose_number": 99})
+    first = process_batch([raw(bad, headers=_headers(b"e-7"))], ctx)
+    assert [a["action"] for _, a in first.audits] == ["quarantine"]
+    replay = process_batch([raw(bad, headers=_headers(b"e-7"))], ctx)  # a crash redelivers the same record
+    assert (replay.outputs, replay.audits, replay.duplicates) == ([], [], 1)
+    fixed = process_batch([raw(GOOD, offset=8, headers=_headers(b"e-7"))], ctx)
+    assert [a["action"] for _, a in fixed.audits] == ["publish"] and fixed.duplicates == 0
+    resent = process_batch([raw(GOOD, offset=9, headers=_headers(b"e-7"))], ctx)  # a delivered event: skipped
+    assert (resent.outputs, resent.duplicates) == ([], 1)
+
+
+def test_a_restored_window_remembers_quarantines_by_position(ctx: ExchangeContext) -> None:
+    from hub.audit.chain import ChainWriter, resume_state
+    from hub.pipeline.partition_state import PartitionState
+
+    bad = raw(framing.encode(VACC_ID, VACC, vacc_record() | {"dose_number": 99}), headers=_headers(b"e-8"))
+    audits = [a for _, a in process_batch([bad], ctx).audits]
+    state = PartitionState(0, ChainWriter(resume_state(None)))  # a new owner rebuilds from the audit log
+    for audit in audits:
+        state.absorb(audit, count=True)
+    restored = ctx
+    restored.dedupe = lambda p: state.dedupe
+    assert process_batch([bad], restored).duplicates == 1
+    assert [a["action"] for _, a in process_batch([raw(GOOD, offset=3, headers=_headers(b"e-8"))], restored).audits
+            ] == ["publish"]
+
+
+def test_reference_rules_ask_the_injected_lookup_and_pass_unknown(ctx: ExchangeContext) -> None:
+    from hub.catalogue.model import QualityRule
+
+    vacc = SEED.resource("municipal.health.vaccination")
+    assert vacc is not None
+    rule = QualityRule(field="site_uscc", rule="reference", args={"resource": "municipal.big-data.legal-person"})
+    config = SEED.model_copy(update={"resources": [
+        r.model_copy(update={"quality_rules": [*r.quality_rules, rule]}) if r.id == vacc.id else r
+        for r in SEED.resources]})
+    answers: dict[str, bool | None] = {}
+    ctx = ExchangeContext(**{k: getattr(ctx, k) for k in ("grants", "schema_lookup", "subject_ids", "audit_schema",
+                                                          "quarantine_schema", "clock_ms")},
+                          config=config, key_exists=lambda rid, key: answers.get(key))
+    assert process_batch([raw(GOOD)], ctx).audits[0][1]["action"] == "publish"  # unknown: not a failure
+    answers["91110000600037341L"] = False
+    assert process_batch([raw(GOOD, offset=1)], ctx).audits[0][1]["reason"] == "reference"
+    answers["91110000600037341L"] = True
+    assert process_batch([raw(GOOD, offset=2)], ctx).audits[0][1]["action"] == "publish"
+
+
+def test_a_restored_window_keeps_call_quarantines_under_the_calls_key() -> None:
+    """A quarantined call request is deduplicated by (request topic, its position) by the CallAgent: the restore
+    must key it so, or a redelivered bad request would be quarantined (and audited) twice."""
+    from hub.audit.chain import ChainWriter, resume_state
+    from hub.audit.records import quarantine_audit
+    from hub.pipeline.partition_state import PartitionState
+
+    position = "call.municipal.hrss.request/0/9"
+    state = PartitionState(0, ChainWriter(resume_state(None)))
+    state.absorb(quarantine_audit(1, position, "municipal.hrss", "municipal", "bad_call_request", None, None,
+                                  position), count=False)
+    assert ("call.municipal.hrss.request", position) in state.dedupe
+
+
 CREDIT_ID = 15
 CREDIT = schema("schemas/national/enterprise_credit_record.avsc")
 
@@ -292,8 +415,8 @@ def test_a_record_from_another_platform_keeps_its_hops_there_ahead_of_this_hubs(
         config=SEED, grants=standing_grants(SEED.subscriptions), schema_lookup={**SCHEMAS, CREDIT_ID: CREDIT}.get,
         subject_ids={"national.enterprise-credit": frozenset({CREDIT_ID})}, audit_schema=ctx.audit_schema,
         quarantine_schema=ctx.quarantine_schema, clock_ms=lambda: 1_700_000_000_000)
-    record = dict(record_id="c1", uscc="91310000MA1FL0000X", entity_name="e", record_type="commendation",
-                  authority="a", authority_uscc="11310000002421019T", document_number="d", content="c",
+    record = dict(record_id="c1", uscc="91110000600037341L", entity_name="e", record_type="commendation",
+                  authority="a", authority_uscc="91110000600037341L", document_number="d", content="c",
                   area_code="310000", decided_on=1, publicity_until=2, publicity_status="public", updated_at=3)
     value = framing.encode(CREDIT_ID, CREDIT, record)
     hops = [(H_LINEAGE, json.dumps(["national", "hub", "region.shanghai"]).encode())]

@@ -19,7 +19,8 @@ SCHEMA_FILES = sorted(SCHEMA_DIR.rglob("*.avsc"))
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 NODE_ID = re.compile(r"^(national|municipal\.[a-z][a-z0-9-]*|district\.\d{6}|region\.[a-z][a-z0-9-]*)$")
 LEVELS = {"L1", "L2", "L3", "L4"}
-RULES = {"required", "resident_id", "uscc", "district_code", "range", "regex", "enum"}
+RULES = {"required", "resident_id", "uscc", "district_code", "range", "regex", "enum", "date_range", "not_future",
+         "district_matches_resident_id", "after", "reference"}
 ENTRY_KEYS = {
     "id", "title", "provider", "tier", "schema_file", "subject", "sharing", "legal_basis", "field_levels",
     "primary_key", "locality_field", "locality_from_resident_id", "return_to_locality", "report_up",

@@ -189,3 +189,20 @@ def test_snapshots_round_trip_compressed_and_read_plain_json_too() -> None:
     assert value[:1] != b"{" and decode_snapshot(value) == (42, table, "abc")
     plain = _json.dumps({"audit_offset": 7, "chain_head": None, "counts": table.to_json()}).encode()
     assert decode_snapshot(plain) == (7, table, None)
+
+
+def test_quality_score_per_resource_and_day() -> None:
+    """The share of a resource's records accepted, from the publish and quarantine counters (reconcile covers it)."""
+    table = CountTable()
+    table.add([audit("publish", reason="accepted") for _ in range(9)]
+              + [audit("quarantine", decision="deny", reason="resident_id")]
+              + [audit("publish", reason="accepted", ts=DAY2)] * 3
+              + [audit("quarantine", decision="deny", reason="range", ts=DAY2)]
+              + [audit("quarantine", resource=None, decision="deny", reason="bad_magic")])  # names no resource
+    quality = exchange_figures(table)["quality"]
+    assert list(quality) == [VAX]
+    vax = quality[VAX]
+    assert (vax["passed"], vax["quarantined"], vax["score"]) == (12, 2, round(12 / 14, 4))
+    assert vax["by_day"]["2026-01-01"] == {"passed": 9, "quarantined": 1, "score": 0.9, "rules": {"resident_id": 1}}
+    assert vax["by_day"]["2026-01-02"]["score"] == 0.75
+    assert exchange_figures(table, "2026-01-02", "2026-01-02")["quality"][VAX]["passed"] == 3
