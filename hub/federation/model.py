@@ -156,9 +156,9 @@ def mirrored_resource_id(peer_node: str, remote_resource: str) -> str:
 def mirrored_resource_spec(remote: Mapping[str, Any], link: Link) -> dict[str, Any]:
     """The receiving hub's catalogue entry (a ``POST /v1/resources`` body) for a remote catalogue entry.
 
-    It keeps what decides validation and sharing on arrival (field levels, primary key, sharing type, quality rules,
-    report_up: on the national platform that delivers to its own ``national`` node) and drops locality: the source
-    platform has already returned rows to its districts.
+    It keeps what decides validation and sharing on arrival (field levels, primary key, sharing type, quality rules
+    but ``reference`` ones, report_up: on the national platform that delivers to its own ``national`` node) and
+    drops locality: the source platform has already returned rows to its districts.
     """
     peer = link.peer_node
     return {
@@ -172,7 +172,9 @@ def mirrored_resource_spec(remote: Mapping[str, Any], link: Link) -> dict[str, A
         "field_levels": dict(remote.get("field_levels") or {}),
         "primary_key": list(remote.get("primary_key") or []),
         "report_up": bool(remote.get("report_up", False)),
-        "quality_rules": list(remote.get("quality_rules") or []),
+        # a reference rule names a resource of the source platform, which this catalogue has not (the source hub
+        # checked it against its own rows); every other rule is checked again on arrival
+        "quality_rules": [r for r in remote.get("quality_rules") or [] if r.get("rule") != "reference"],
         "update_frequency": remote.get("update_frequency", "realtime"),
         "description": f"Mirrored from {link.source} ({remote['id']}) through the federation link {link.name}.",
     }

@@ -62,11 +62,14 @@ def test_mirrored_spec_is_provided_by_the_peer_under_the_mirrored_subject() -> N
     remote = {"id": "municipal.market.business-licence", "title": "Licences", "provider": "municipal.market",
               "tier": "municipal", "subject": "municipal.market.business-licence-value", "sharing": "unconditional",
               "field_levels": {"uscc": "L1"}, "primary_key": ["uscc"], "locality_field": "district",
-              "return_to_locality": True, "report_up": True, "quality_rules": [], "version": 3}
+              "return_to_locality": True, "report_up": True, "version": 3,
+              "quality_rules": [{"field": "uscc", "rule": "uscc", "args": {}},
+                                {"field": "uscc", "rule": "reference", "args": {"resource": "municipal.x.y"}}]}
     spec = mirrored_resource_spec(remote, UP)
     assert spec["provider"] == "region.shanghai" and spec["tier"] == "region"
     assert spec["subject"] == "shanghai.municipal.market.business-licence-value"
     assert spec["report_up"] is True and spec["field_levels"] == {"uscc": "L1"}
+    assert spec["quality_rules"] == [{"field": "uscc", "rule": "uscc", "args": {}}]  # references name the source's
     assert "locality_field" not in spec and "return_to_locality" not in spec and "version" not in spec
 
 
