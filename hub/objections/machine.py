@@ -21,15 +21,15 @@ clock: ``now`` is always given. Every refusal is a :class:`hub.control.errors.Co
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.contract import OPERATOR
-from hub.control.errors import Conflict, Forbidden, Invalid
-from hub.objections.model import ESCALATION_NOTE, Objection, State, Step
+from hub.control.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.objections.model import ESCALATION_NOTE, STATES, Objection, State, Step
 
 Action = Literal["accept", "flag", "correct", "reject", "unflag", "archive"]
 ACTIONS: tuple[Action, ...] = ("accept", "flag", "correct", "reject", "unflag", "archive")
@@ -233,3 +233,49 @@ def notice_targets(objection: Objection) -> list[str]:
     else:
         nodes.discard(OPERATOR)
     return sorted(nodes)
+
+
+# ---------------------------------------------------------------- finding objections (what /v1/objections reads)
+
+def find(objections: Mapping[str, Objection], objection_id: str, viewer: str) -> Objection:
+    """The objection, if ``viewer`` is a party to it: NotFound if there is none, Forbidden if it is not a party."""
+    objection = objections.get(objection_id)
+    if objection is None:
+        raise NotFound("unknown_objection", f"no objection {objection_id!r} (GET /v1/objections lists yours)")
+    if not may_see(objection, viewer):
+        raise Forbidden("not_a_party", f"{viewer} is not a party to objection {objection_id}: only its filer, the "
+                        "provider, the record's recipients and the hub operator see it")
+    return objection
+
+
+def select(
+    objections: Iterable[Objection], viewer: str, *, node: str | None = None, state: str | None = None,
+    resource: str | None = None, overdue_at: int | None = None,
+) -> list[Objection]:
+    """The objections ``viewer`` is a party to, matching every filter (``node``: a party; ``overdue_at``: only
+    those overdue then), newest change first."""
+    found = []
+    for o in objections:
+        if not may_see(o, viewer):
+            continue
+        if node is not None and node not in parties(o):
+            continue
+        if state is not None and o.state != state:
+            continue
+        if resource is not None and o.resource != resource:
+            continue
+        if overdue_at is not None and not overdue(o, overdue_at):
+            continue
+        found.append(o)
+    return sorted(found, key=lambda o: (-o.updated_at, o.objection_id))
+
+
+def open_counts(objections: Iterable[Objection], now: int) -> tuple[dict[str, int], int]:
+    """(open objections by state, how many are overdue): ``hub_objections_open{state}``, ``hub_objections_overdue``."""
+    by_state = {s: 0 for s in STATES if s != "archived"}
+    late = 0
+    for o in objections:
+        if o.is_open:
+            by_state[o.state] += 1
+            late += overdue(o, now)
+    return by_state, late
