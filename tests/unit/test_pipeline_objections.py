@@ -3,8 +3,6 @@ and the bounded first-delivery notes on hub.recipients."""
 
 from __future__ import annotations
 
-import json
-
 from hub.audit.records import correction_reason
 from hub.contract import H_EVENT_ID, H_FLAG, H_OBJECTION, H_RESOURCE, H_RULE, RECIPIENTS_TOPIC
 from hub.objections.machine import FilingRequest, Limits, file, transition
@@ -12,6 +10,7 @@ from hub.objections.model import Objection
 from hub.objections.recipients import (
     FirstDeliveries,
     consumer_of,
+    parse_value,
     partition_for,
     recipients_from,
     record_prefix,
@@ -97,7 +96,7 @@ def test_first_deliveries_are_noted_once_per_record_and_consumer(ctx: ExchangeCo
     prefix = record_prefix(RESOURCE, "r1")
     assert sorted(consumer_of(o.key, prefix) for o in notes) == ["district.310115", "municipal.civil-affairs"]
     assert {o.partition for o in notes} == {partition_for(prefix, 4)}  # one record's keys share a partition
-    assert json.loads(notes[0].value)["at"] == ctx.clock_ms()
+    assert parse_value(notes[0].value)[0] == ctx.clock_ms()
     again = process_batch([raw(value, headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, b"e2")], offset=2)],
                           ctx)
     assert not [o for o in again.outputs if o.topic == RECIPIENTS_TOPIC]  # written lately: suppressed
