@@ -1,21 +1,23 @@
 """Who received which record: ``hub.recipients``, written by the workers, read when an objection is filed or
 flagged.
 
-**The table.** One record per (resource, record key, consumer) the hub delivered to, keyed
-``<resource>\\x1f<record key>\\x1f<consumer>``, value ``<epoch ms> <event id>`` (text: only the hub reads it).
-All the keys of one record land on one partition (``partition_of(<resource>\\x1f<record key>)``), so the
-recipients of a record are found by reading one partition.
+**The table.** One record per (resource, record key, set of consumers) an event of the record was delivered to,
+keyed ``<resource>`` U+001F ``<record key>`` U+001F ``<consumer>,<consumer>...``, value ``<epoch ms> <event id>``
+(text: only the hub reads it). A record's versions usually go to the same consumers, so that is one key per
+record; keying by the set rather than by each consumer halves what the hot path writes (two consumers per event
+is typical). All the keys of one record land on one partition (``partition_of`` of the ``<resource>`` U+001F
+``<record key>`` U+001F prefix), so the recipients of a record are the union of the sets on one partition.
 
 **The bound.** The topic is ``cleanup.policy=compact,delete`` with ``retention.ms`` = the objection filing
-window (``HUB_OBJECTION_WINDOW_DAYS``, 90 days by default): compaction keeps one record per pair, deletion drops
-a pair whose last write is older than the window. So it holds at most one record per (record, consumer)
+window (``HUB_OBJECTION_WINDOW_DAYS``, 90 days by default): compaction keeps one record per key, deletion drops
+a key whose last write is older than the window. So it holds at most one record per (record, recipient set)
 delivered within the window, and a delivery older than that can no longer be objected to.
 
-**The hot path.** A worker writes a pair on its first delivery only: :class:`FirstDeliveries`, a bounded
-in-memory map, suppresses rewrites of a pair written less than ``refresh_ms`` ago (one dict lookup per
-delivery). A pair delivered again after that is written again, which moves it forward in the retention window
-(so a record delivered yesterday can be objected to for the whole window, give or take ``refresh_ms``).
-A pair evicted from the map (or forgotten on restart) is simply written again: harmless in a compacted topic.
+**The hot path.** A worker writes a key on its first delivery only: :class:`FirstDeliveries`, a bounded
+in-memory map, suppresses rewrites of a key written less than ``refresh_ms`` ago (one dict lookup per event).
+A key delivered again after that is written again, which moves it forward in the retention window (so a record
+delivered yesterday can be objected to for the whole window, give or take ``refresh_ms``). A key evicted from
+the map (or forgotten on restart) is simply written again: harmless in a compacted topic.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def record_prefix(resource: str, record_key: str) -> bytes:
     return f"{resource}{SEPARATOR}{record_key}{SEPARATOR}".encode()
 
 
-def recipient_key(prefix: bytes, consumer: str) -> bytes:
-    return prefix + consumer.encode()
+def recipient_key(prefix: bytes, consumers: str) -> bytes:
+    """The key of one recipient set (``consumers``: node ids joined by ``,``, which no node id contains)."""
+    return prefix + consumers.encode()
 
 
 def partition_for(prefix: bytes, partitions: int) -> int:
@@ -61,30 +64,30 @@ def parse_value(value: bytes) -> tuple[int, str]:
     return int(at), event_id
 
 
-def consumer_of(key: bytes | None, prefix: bytes) -> str | None:
-    """The consumer a ``hub.recipients`` key names, if the key belongs to the record ``prefix`` names."""
+def consumers_of(key: bytes | None, prefix: bytes) -> str | None:
+    """The recipient set a ``hub.recipients`` key names (as written), if it belongs to the record of ``prefix``."""
     if not key or not key.startswith(prefix):
         return None
-    consumer = key[len(prefix):].decode("utf-8", errors="replace")
-    return consumer if consumer and SEPARATOR not in consumer else None
+    consumers = key[len(prefix):].decode("utf-8", errors="replace")
+    return consumers if consumers and SEPARATOR not in consumers else None
 
 
 def recipients_from(records: Iterable[tuple[bytes | None, bytes | None]], prefix: bytes) -> set[str]:
-    """The consumers of one record, from ``(key, value)`` pairs in log order (a tombstone forgets one)."""
-    found: set[str] = set()
+    """The consumers of one record, from ``(key, value)`` pairs in log order (a tombstone forgets a set)."""
+    sets: set[str] = set()
     for key, value in records:
-        consumer = consumer_of(key, prefix)
-        if consumer is None:
+        consumers = consumers_of(key, prefix)
+        if consumers is None:
             continue
         if value is None:
-            found.discard(consumer)
+            sets.discard(consumers)
         else:
-            found.add(consumer)
-    return found
+            sets.add(consumers)
+    return {consumer for joined in sets for consumer in joined.split(",") if consumer}
 
 
 class FirstDeliveries:
-    """Which (resource, record key, consumer) pairs this worker wrote lately: bounded, oldest forgotten first."""
+    """Which ``hub.recipients`` keys this worker wrote lately: bounded, oldest forgotten first."""
 
     __slots__ = ("capacity", "refresh_ms", "_written")
 
@@ -94,7 +97,7 @@ class FirstDeliveries:
         self._written: dict[bytes, int] = {}
 
     def due(self, key: bytes, now: int) -> bool:
-        """True (and remembered as written at ``now``) unless the pair was written less than refresh_ms ago."""
+        """True (and remembered as written at ``now``) unless the key was written less than refresh_ms ago."""
         written = self._written.get(key)
         if written is not None and now - written < self.refresh_ms:
             return False

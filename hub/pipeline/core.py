@@ -409,17 +409,12 @@ def _note_recipients(
     resource_id: str, pk: str, event_id: str, entries: Sequence[dict[str, Any]], now: int, first: FirstDeliveries,
     partitions: int, outputs: list[OutRecord],
 ) -> None:
-    """A ``hub.recipients`` record for each consumer this record went to that was not written lately."""
+    """The ``hub.recipients`` record of the set of consumers this record went to, unless written lately."""
     prefix = record_prefix(resource_id, pk)
-    partition = -1
-    for entry in entries:
-        if entry["decision"] != ALLOW:
-            continue
-        rkey = recipient_key(prefix, entry["counterparty"])
-        if first.due(rkey, now):
-            if partition < 0:
-                partition = partition_for(prefix, partitions)
-            outputs.append(OutRecord(RECIPIENTS_TOPIC, rkey, recipient_value(event_id, now), [], partition))
+    rkey = recipient_key(prefix, ",".join([e["counterparty"] for e in entries if e["decision"] == ALLOW]))
+    if first.due(rkey, now):
+        outputs.append(OutRecord(RECIPIENTS_TOPIC, rkey, recipient_value(event_id, now), [],
+                                 partition_for(prefix, partitions)))
 
 
 def _correction_of(

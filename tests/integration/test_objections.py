@@ -67,7 +67,7 @@ class Client:
         self.tokens = {"hub": hub.token}
         for node in (PROVIDER, CIVIL, PUDONG, XUHUI):
             response = self.call("hub", "POST", f"/v1/nodes/{node}/token")
-            assert response.status_code == 200, response.text
+            assert response.status_code == 201, response.text
             self.tokens[node] = response.json()["token"]
 
     def call(self, node: str, method: str, path: str, **kw: Any) -> httpx.Response:

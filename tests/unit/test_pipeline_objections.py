@@ -9,7 +9,7 @@ from hub.objections.machine import FilingRequest, Limits, file, transition
 from hub.objections.model import Objection
 from hub.objections.recipients import (
     FirstDeliveries,
-    consumer_of,
+    consumers_of,
     parse_value,
     partition_for,
     recipients_from,
@@ -92,11 +92,17 @@ def test_first_deliveries_are_noted_once_per_record_and_consumer(ctx: ExchangeCo
     ctx.recipients_partitions = 4
     value = framing.encode(VACC_ID, VACC, vacc_record(record_id="r1"))
     first = process_batch([raw(value, offset=1)], ctx)
-    notes = [o for o in first.outputs if o.topic == RECIPIENTS_TOPIC]
+    [note] = [o for o in first.outputs if o.topic == RECIPIENTS_TOPIC]  # one per recipient set
     prefix = record_prefix(RESOURCE, "r1")
-    assert sorted(consumer_of(o.key, prefix) for o in notes) == ["district.310115", "municipal.civil-affairs"]
-    assert {o.partition for o in notes} == {partition_for(prefix, 4)}  # one record's keys share a partition
-    assert parse_value(notes[0].value)[0] == ctx.clock_ms()
+    assert sorted(consumers_of(note.key, prefix).split(",")) == ["district.310115", "municipal.civil-affairs"]
+    assert note.partition == partition_for(prefix, 4)  # all of one record's keys share a partition
+    assert parse_value(note.value)[0] == ctx.clock_ms()
+    moved = process_batch([raw(framing.encode(VACC_ID, VACC, vacc_record(district="310104", record_id="r1")),
+                               headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, b"e3")], offset=3)], ctx)
+    [other] = [o for o in moved.outputs if o.topic == RECIPIENTS_TOPIC]  # another set: another key
+    assert other.partition == note.partition and other.key != note.key
+    assert recipients_from([(note.key, note.value), (other.key, other.value)], prefix) == {
+        "district.310115", "municipal.civil-affairs"} | set(consumers_of(other.key, prefix).split(","))
     again = process_batch([raw(value, headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, b"e2")], offset=2)],
                           ctx)
     assert not [o for o in again.outputs if o.topic == RECIPIENTS_TOPIC]  # written lately: suppressed
@@ -113,6 +119,6 @@ def test_first_deliveries_stay_bounded_and_refresh() -> None:
 def test_recipients_are_read_back_per_record_with_tombstones() -> None:
     prefix = record_prefix(RESOURCE, "r1")
     other = record_prefix(RESOURCE, "r10")
-    log = [(prefix + b"district.310115", b"{}"), (other + b"region.js", b"{}"), (prefix + b"municipal.market", b"{}"),
-           (prefix + b"district.310115", None), (None, b"{}")]
+    log = [(prefix + b"district.310115,municipal.market", b"1 e"), (other + b"region.js", b"1 e"),
+           (prefix + b"municipal.market", b"2 e"), (prefix + b"district.310115,municipal.market", None), (None, b"x")]
     assert recipients_from(log, prefix) == {"municipal.market"}
