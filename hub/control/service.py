@@ -29,7 +29,7 @@ from hub.contract import (
 from hub.control import grants as grant_ops
 from hub.control import operations as ops
 from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subject_of
-from hub.control.errors import Conflict
+from hub.control.errors import Conflict, Invalid
 from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
 from hub.control.tokens import IssuedToken, issue
 from hub.control.view import ControlView
@@ -265,7 +265,10 @@ class ControlService(ControlView):
 
     async def file_objection(self, request: objection_machine.FilingRequest, actor: str) -> Objection:
         """A new objection (hub.objections.machine.file): the filer must have received the record."""
-        ops.current_entry(self.state, request.resource)  # 404 before reading hub.recipients
+        entry = ops.current_entry(self.state, request.resource)  # 404 before reading hub.recipients
+        if not entry.resource.primary_key:
+            raise Invalid("no_primary_key", f"{request.resource} has no primary key: its records cannot be named, "
+                          "so they cannot be objected to one by one")
         recipients = await self._recipients(request.resource, request.record_key)
         objection_id = f"obj-{uuid.uuid4().hex[:16]}"
 

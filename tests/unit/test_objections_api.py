@@ -103,6 +103,9 @@ def test_only_a_recipient_files(hub: Hub) -> None:
     assert hub.actions("forbidden")  # a refusal is audited
     assert file(hub, "municipal.market", key="never-delivered").status_code == 403
     assert file(hub, "municipal.health").json()["code"] == "own_record"
+    unknown = hub.client.post("/v1/objections", json={"resource": "municipal.health.nope", "record_key": "r-1",
+                                                      "reason": "x"}, headers=hub.as_node("municipal.market"))
+    assert unknown.status_code == 404
 
 
 def test_a_node_that_is_not_a_party_gets_403(hub: Hub) -> None:
