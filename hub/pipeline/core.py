@@ -356,6 +356,7 @@ def _deliver(
     ]
     pk = primary_key_value(record, resource) if static.materialised else None
     correction: Objection | None = None
+    correction_districts: dict[str, str | None] | None = None  # a correction's route district per consumer
     if objection is not None:
         correction = _correction_of(objection, resource, pk, ctx)
         if correction is None:
@@ -363,7 +364,7 @@ def _deliver(
                            f"flagged objection on record {pk!r} of {resource.id}", resource.id)
             _quarantine(rec, event_id, rej, now, ctx, result, source)
             return
-        deliveries = _correction_routes(resource, district, correction.recipients, ctx)
+        deliveries, correction_districts = _correction_routes(resource, district, correction.recipients, ctx)
         base_headers.append((H_OBJECTION, objection))
     tally = result.tally
     tally[static.publish_tally] += 1
@@ -385,9 +386,10 @@ def _deliver(
         audit["reason"] = correction_reason(correction.objection_id)
     outputs = result.outputs
     delivered_before = len(outputs)
-    for d, d_district in deliveries if correction is not None else ((d, district) for d in deliveries):
+    for d in deliveries:
         out = ctx.delivery_static(resource, d)
-        decision = _decide(resource, d, ctx, now, d_district)
+        decision = _decide(resource, d, ctx, now,
+                           district if correction_districts is None else correction_districts[d.consumer])
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
             entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, DENY,
                                           str(decision.reason)))
@@ -429,18 +431,21 @@ def _correction_of(
 
 def _correction_routes(
     resource: Resource, district: str | None, recipients: Sequence[str], ctx: ExchangeContext
-) -> list[tuple[Delivery, str | None]]:
-    """The routes of a correction: exactly the recipients of the wrong record. A district that received it
-    under its own district's route still does when the correction moves the record elsewhere (the district
-    field may be what was wrong)."""
+) -> tuple[list[Delivery], dict[str, str | None]]:
+    """The routes of a correction, exactly to the recipients of the wrong record, with the district each route
+    was computed for. A district that received it under its own district's route still does when the correction
+    moves the record elsewhere (the district field may be what was wrong)."""
     wanted = set(recipients)
-    chosen = [(d, district) for d in ctx.routes(resource, district) if d.consumer in wanted]
-    missing = wanted - {d.consumer for d, _ in chosen}
-    for consumer in sorted(missing):
+    chosen = [d for d in ctx.routes(resource, district) if d.consumer in wanted]
+    districts: dict[str, str | None] = {d.consumer: district for d in chosen}
+    for consumer in sorted(wanted - set(districts)):
         if consumer.startswith("district."):
             own = consumer.removeprefix("district.")
-            chosen += [(d, own) for d in ctx.routes(resource, own) if d.consumer == consumer]
-    return chosen
+            for d in ctx.routes(resource, own):
+                if d.consumer == consumer:
+                    chosen.append(d)
+                    districts[consumer] = own
+    return chosen, districts
 
 
 def _lineage(provider: str, consumer: str) -> bytes:
