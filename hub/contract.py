@@ -68,12 +68,14 @@ RECORDS_TOPIC = "hub.records"  # current record per (resource, primary key): wha
 CALLS_TOPIC = "hub.calls"  # admitted calls on their way to the partition owning the next stage
 INDEX_TOPIC = "hub.records.index"  # compacted changelog of the secondary index
 QUOTA_TOPIC = "hub.call-quota"  # calls per (grant, CST day)
+RECIPIENTS_TOPIC = "hub.recipients"  # who received which record, within the objection filing window
 SCHEMAS_TOPIC = "_schemas"
 NODES_TOPIC = "hub.nodes"
 SCENARIOS_TOPIC = "hub.scenarios"
 CATALOG_TOPIC = "hub.catalog"
 GRANTS_TOPIC = "hub.grants"
-STATE_TOPICS = (NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC)  # the control plane's state
+OBJECTIONS_TOPIC = "hub.objections"  # every objection's latest version (hub.objections.machine)
+STATE_TOPICS = (NODES_TOPIC, SCENARIOS_TOPIC, CATALOG_TOPIC, GRANTS_TOPIC, OBJECTIONS_TOPIC)  # the control state
 CONTROL_TOPICS = (SCHEMAS_TOPIC, *STATE_TOPICS)  # compacted, one partition each (the registry keeps _schemas)
 
 # ---------------------------------------------------------------- headers
@@ -83,7 +85,8 @@ H_GRANT = "hub-grant"
 H_SCENARIO = "hub-scenario"
 H_PROVIDER = "hub-provider"
 H_LINEAGE = "hub-lineage"
-H_FLAG = "hub-flag"
+H_FLAG = "hub-flag"  # a delivery of a record under objection: the objection id
+H_OBJECTION = "hub-objection"  # a provider's correction (ingress) and its redelivery (feeds): the objection id
 H_INGRESS_TS = "hub-ingress-ts"
 H_RULE = "hub-quarantine-rule"
 H_REQUEST_ID = "hub-request-id"

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import mode
 import uvicorn
 from prometheus_client import CollectorRegistry, start_http_server
 
+from hub.contract import OBJECTIONS_TOPIC
 from hub.metrics.bundle import TIERS, HubMetrics
 from hub.settings import Settings
 
@@ -70,6 +72,9 @@ class ApiService(mode.Service):
         self._control_audit: Any = None
         self._acl_follower: Any = None
         self._expiry: asyncio.Task[None] | None = None
+        self._notifier: Any = None
+        self._escalation: asyncio.Task[None] | None = None
+        self._objection_watch: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         from hub.acl.follow import AclFollower, chain_listeners
@@ -78,6 +83,7 @@ class ApiService(mode.Service):
         from hub.control.schemas import ClientSchemas, LocalSchemas, SchemaSource
         from hub.control.seed import apply_seed, load_seed, register_hub_schemas
         from hub.control.service import ControlService
+        from hub.objections.notices import ObjectionNotifier
         from hub.registry.client import RegistryClient
         from hub.registry.service import RegistryService
         from hub.stats.reader import CountsFollower
@@ -98,11 +104,19 @@ class ApiService(mode.Service):
         # in secure mode, a node registered or removed at run time gets (or loses) its Kafka user and ACLs
         self._acl_follower = AclFollower(self.settings, self.bootstrap)
         await self._acl_follower.start(self._control)
+        # every objection version is also a notice on objection.<node> of each party
+        control = self._control
+        self._notifier = ObjectionNotifier(
+            self.settings, self.bootstrap, lambda o: control.encoder.record(OBJECTIONS_TOPIC, o).value)
+        await self._notifier.start()
         self._control.change_listener = chain_listeners(self._control_audit.control_changes,
-                                                        self._acl_follower.on_change)
+                                                        self._acl_follower.on_change, self._notifier.on_change)
         await apply_seed(self._control, load_seed(self.settings.seed_config))
         self._expiry = asyncio.ensure_future(
             self._control.expire_grants_periodically(self.settings.grant_expiry_interval))
+        self._escalation = asyncio.ensure_future(
+            self._control.escalate_objections_periodically(self.settings.objection_check_interval))
+        self._objection_watch = asyncio.ensure_future(self._watch_objections())
         self._watch = asyncio.ensure_future(self._watch_catalogue())
         self._chain_watch = asyncio.ensure_future(self._watch_audit_chain())
         self._counts = CountsFollower(self.settings, self.bootstrap)
@@ -145,6 +159,25 @@ class ApiService(mode.Service):
                 seen = version
             await self._control.wait_for(seen + 1)
 
+    async def _watch_objections(self, interval: float = 1.0) -> None:
+        """``hub_objections_open{state}`` and ``hub_objections_overdue`` from ``hub.objections``, every second
+        (overdue changes with the clock, not only with a write)."""
+        from hub.objections.machine import open_counts
+
+        collectors = getattr(self.metrics_registry, "_names_to_collectors", {})
+        opened = self.metrics.objections_open if self.metrics is not None else collectors.get("hub_objections_open")
+        late = self.metrics.objections_overdue if self.metrics is not None else collectors.get(
+            "hub_objections_overdue")
+        if opened is None or late is None:
+            log.warning("no objection gauges in the metrics registry: objections are not counted")
+            return
+        while True:
+            by_state, overdue = open_counts(self._control.state.objections.values(), int(time.time() * 1000))
+            for state, n in by_state.items():
+                opened.labels(state).set(n)
+            late.set(overdue)
+            await asyncio.sleep(interval)
+
     async def _watch_audit_chain(self, interval: float = 2.0) -> None:
         """``hub_audit_chain_ok`` = the last saved ``hub audit verify`` result (1 until one was saved)."""
         from hub.audit.verify import latest_verification
@@ -164,7 +197,7 @@ class ApiService(mode.Service):
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._task, timeout=10)
-        for task in (self._watch, self._chain_watch):
+        for task in (self._watch, self._chain_watch, self._escalation, self._objection_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -177,6 +210,8 @@ class ApiService(mode.Service):
             await self._counts.stop()
         if self._acl_follower is not None:
             await self._acl_follower.stop()
+        if self._notifier is not None:
+            await self._notifier.stop()
         if self._control is not None:
             await self._control.stop()
         if self._control_audit is not None:

@@ -98,6 +98,18 @@ class Settings(BaseSettings):
         30.0, gt=0, description="seconds between the API's writes of due grant expiries (the worker stops delivery "
         "at valid_to regardless)",
     )
+    # objections (DB3208/T 219-2024): the time limit of each step, in seconds (calendar time, see docs/objections.md)
+    objection_accept_limit: float = Field(86_400.0, gt=0, description="seconds the hub has to accept a filed objection")
+    objection_flag_limit: float = Field(86_400.0, gt=0, description="seconds to flag the record once accepted")
+    objection_verify_limit: float = Field(
+        5 * 86_400.0, gt=0, description="seconds the provider has to correct the record or reject the objection")
+    objection_unflag_limit: float = Field(86_400.0, gt=0, description="seconds to lift the flag once verified")
+    objection_archive_limit: float = Field(3 * 86_400.0, gt=0, description="seconds to archive once unflagged")
+    objection_check_interval: float = Field(
+        30.0, gt=0, description="seconds between the API's checks for objections past their time limit")
+    objection_window_days: float = Field(
+        90.0, gt=0, description="days after a delivery its recipient may still object to it: the retention of "
+        "hub.recipients (who received which record)")
 
     @property
     def audit_key(self) -> bytes | None:

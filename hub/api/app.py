@@ -12,6 +12,7 @@ from hub.api.auth import Authenticator, FailureLimiter
 from hub.api.errors import error_response, install_api_error_handlers
 from hub.api.grants import grants_router
 from hub.api.nodes import nodes_router
+from hub.api.objections import objections_router
 from hub.api.resources import resources_router
 from hub.api.scenarios import scenarios_router
 from hub.api.stats import ExchangeFigures, stats_router
@@ -81,6 +82,7 @@ def create_api(
         app.include_router(scenarios_router(control, auth))
         app.include_router(resources_router(control, auth))
         app.include_router(grants_router(control, auth))
+        app.include_router(objections_router(control, auth))
         app.include_router(stats_router(control, auth, exchange_figures))
     else:
         app.include_router(registry_router(registry_service))

@@ -39,7 +39,16 @@ from hub.audit.chain import ChainWriter, resume_state
 from hub.broker.clients import make_consumer, make_producer
 from hub.broker.topics import CONTROL_AUDIT, ensure_topics
 from hub.catalogue.model import tier_of
-from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, H_EVENT_ID, NODES_TOPIC, OPERATOR, SCENARIOS_TOPIC
+from hub.contract import (
+    CATALOG_TOPIC,
+    GRANTS_TOPIC,
+    H_EVENT_ID,
+    NODES_TOPIC,
+    OBJECTIONS_TOPIC,
+    OPERATOR,
+    SCENARIOS_TOPIC,
+)
+from hub.objections.model import ESCALATION_NOTE
 from hub.registry import framing
 from hub.registry.files import AUDIT_SCHEMA_FILE, schema_text
 from hub.settings import Settings
@@ -153,6 +162,42 @@ def node_change(before: Any, after: Any) -> str:
     return "; ".join(what) or "updated"
 
 
+_OBJECTION_VERBS = {
+    ("filed", "accepted"): "accept", ("accepted", "flagged"): "flag", ("verified", "unflagged"): "unflag",
+    ("unflagged", "archived"): "archive",
+}
+
+
+def objection_transition(before: Any, after: Any) -> str:
+    """What turned ``before`` into ``after`` (hub.objections.model.Objection): file, accept, flag, correct,
+    reject, unflag, archive, escalate or update."""
+    if before is None:
+        return "file"
+    last = after.history[-1] if after.history else None
+    if after.state == before.state and last is not None and (last.note or "").startswith(ESCALATION_NOTE):
+        return "escalate"
+    if (before.state, after.state) == ("flagged", "verified"):
+        return "correct" if after.outcome == "corrected" else "reject"
+    return _OBJECTION_VERBS.get((before.state, after.state), "update")
+
+
+def objection_audit(before: Any, after: Any, now: int) -> dict[str, Any]:
+    """The audit record of one objection version: who moved it, from where to where, and why."""
+    verb = objection_transition(before, after)
+    last = after.history[-1] if after.history else None
+    actor = last.actor if last is not None else after.filer
+    change = after.state if before is None else f"{before.state} -> {after.state}"
+    detail = after.reason if before is None else (last.note if last is not None else None)
+    if verb == "correct" and after.corrected_event_id:
+        detail = f"{detail or 'corrected'}; corrected record {after.corrected_event_id}"
+    reason = f"{verb}: {change} (record {after.record_key})" + (f": {detail}" if detail else "")
+    return audit_record(
+        now, f"objection:{after.objection_id}:{len(after.history)}", "objection", actor, decision="allow",
+        reason=reason, counterparty=after.provider if actor != after.provider else after.filer,
+        resource=after.resource, source=f"hub.objections/{after.objection_id}",
+    )
+
+
 def change_records(changes: Sequence[tuple[str, Any, Any]], now: int) -> list[dict[str, Any]]:
     """Audit records for control changes ``(topic, previous version or None, new version)``, in order."""
     out = []
@@ -171,6 +216,8 @@ def change_records(changes: Sequence[tuple[str, Any, Any]], now: int) -> list[di
                 decision="allow", reason=f"{verb}; legal basis: {after.scenario.legal_basis}", scenario=after.id,
                 source=f"hub.scenarios/{after.id}",
             ))
+        elif topic == OBJECTIONS_TOPIC:
+            out.append(objection_audit(before, after, now))
         elif topic == CATALOG_TOPIC:
             r = after.resource
             if after.retired:

@@ -24,6 +24,12 @@ QUARANTINE = "quarantine"
 ALLOW = "allow"
 DENY = "deny"
 ACCEPTED = "accepted"  # the reason of a publish
+CORRECTION_PREFIX = "correction of objection "  # the reason of a provider's correction (hub-objection header)
+
+
+def correction_reason(objection_id: str) -> str:
+    """The publish reason of a correction: which objection it answers (one count key per objection)."""
+    return f"{CORRECTION_PREFIX}{objection_id}"
 
 
 def source_of(topic: str, partition: int, offset: int) -> str:

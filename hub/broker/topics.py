@@ -24,8 +24,10 @@ from hub.contract import (
     INDEX_TOPIC,
     OPERATOR,
     QUOTA_TOPIC,
+    RECIPIENTS_TOPIC,
     RECORDS_TOPIC,
     node_topics,
+    objection_topic,
 )
 from hub.settings import Settings
 
@@ -57,6 +59,10 @@ TOPIC_SPECS: Mapping[str, TopicSpec] = {
     INDEX_TOPIC: TopicSpec(None, _COMPACT_OFTEN),  # secondary index changelog
     QUOTA_TOPIC: TopicSpec(None, {"cleanup.policy": "delete", "retention.ms": str(3 * 86_400_000)}),  # a call a record
     CALLS_TOPIC: PARTITIONED,
+    # one record per (resource, record key, consumer) delivered: compaction keeps one per pair, deletion drops a
+    # pair not refreshed within the filing window (retention.ms, from settings.objection_window_days)
+    RECIPIENTS_TOPIC: TopicSpec(None, {"cleanup.policy": "compact,delete", "segment.ms": "3600000",
+                                       "min.cleanable.dirty.ratio": "0.1"}),
 }
 
 
@@ -77,6 +83,13 @@ async def _cluster_brokers(admin: object) -> int:
     return len(described.get("brokers") or ())
 
 
+def settings_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Configs of ``name`` that follow the settings rather than the table."""
+    if name == RECIPIENTS_TOPIC:
+        return {"retention.ms": str(int(settings.objection_window_days * 86_400_000))}
+    return {}
+
+
 def topic_spec(name: str) -> TopicSpec:
     """The table's spec for ``name``; any other topic (the node-facing ones) is partitioned, default configs."""
     return TOPIC_SPECS.get(name, PARTITIONED)
@@ -84,7 +97,7 @@ def topic_spec(name: str) -> TopicSpec:
 
 def hub_topics(node_ids: Iterable[str]) -> list[str]:
     """The data-path topics: the hub's audit, counts and records, and every node's node-facing topics."""
-    topics = [AUDIT_TOPIC, COUNTS_TOPIC, RECORDS_TOPIC]
+    topics = [AUDIT_TOPIC, COUNTS_TOPIC, RECORDS_TOPIC, RECIPIENTS_TOPIC, objection_topic(OPERATOR)]
     for node in node_ids:
         if node != OPERATOR:
             topics += node_topics(node)
@@ -121,7 +134,8 @@ async def ensure_topics(
             how = spec or topic_spec(name)
             new.append(NewTopic(
                 name=name, num_partitions=partitions or how.partitions or settings.topic_partitions,
-                replication_factor=factor, topic_configs={**how.configs, **replication_configs},
+                replication_factor=factor,
+                topic_configs={**how.configs, **replication_configs, **settings_configs(settings, name)},
             ))
         response = None
         with contextlib.suppress(TopicAlreadyExistsError):  # another process created them first

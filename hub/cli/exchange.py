@@ -25,7 +25,7 @@ from rich.table import Table
 
 from hub.broker.clients import describe_partitions, make_consumer, make_producer
 from hub.calls.client import CallClient, Endpoints, endpoints, jsonable, read_json_lines, to_avro
-from hub.contract import H_EVENT_ID, H_FLAG, H_RESOURCE, H_SCENARIO, feed_topic, ingress_topic
+from hub.contract import H_EVENT_ID, H_FLAG, H_OBJECTION, H_RESOURCE, H_SCENARIO, feed_topic, ingress_topic
 from hub.control.tokens import process_token
 from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
@@ -85,6 +85,8 @@ def publish(
                                                                 "subject first (needs the provider's token)")] = None,
     event_id: Annotated[str | None, typer.Option("--event-id", help="hub-event-id of a single record "
                                                                     "(default: a fresh UUID per record)")] = None,
+    objection: Annotated[str | None, typer.Option(
+        "--objection", help="publish a correction answering this flagged objection (hub-objection header)")] = None,
     token: TokenOpt = None,
     as_json: Annotated[bool, typer.Option("--json-output", help="print the result (topic, schema id, event ids) "
                                                                "as JSON")] = False,
@@ -110,7 +112,8 @@ def publish(
     entry = _catalogue_entry(ends.registry, secret, resource)
     if entry.get("provider") != node:
         _fail(f"{resource} is provided by {entry.get('provider')}, not {node}: a node publishes only its own resources")
-    result = asyncio.run(_publish(settings, ends, secret, node, entry, records, schema, event_id, not as_json))
+    result = asyncio.run(_publish(settings, ends, secret, node, entry, records, schema, event_id, not as_json,
+                                  objection))
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -121,6 +124,7 @@ def publish(
 async def _publish(
     settings: Settings, ends: Endpoints, token: str | None, node: str, entry: dict[str, Any],
     records: list[dict[str, Any]], schema_file: Path | None, event_id: str | None, progress: bool,
+    objection: str | None = None,
 ) -> dict[str, Any]:
     subject = entry["subject"]
     registry = RegistryClient(ends.registry, token=token)
@@ -157,6 +161,8 @@ async def _publish(
             task = bar.add_task("publish", total=len(encoded))
             for key, data, eid in encoded:
                 headers = [(H_RESOURCE, entry["id"].encode()), (H_EVENT_ID, eid.encode())]
+                if objection:
+                    headers.append((H_OBJECTION, objection.encode()))
                 fut = await producer.send(topic, data, key=key, headers=headers)
                 fut.add_done_callback(lambda _: bar.advance(task))
                 futures.append(fut)

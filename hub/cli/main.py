@@ -17,6 +17,7 @@ from hub.cli.acl import acl_app
 from hub.cli.audit import audit_app
 from hub.cli.control import catalog_app, node_app, scenario_app
 from hub.cli.grant import grant_app
+from hub.cli.objection import objection_app
 from hub.cli.quarantine import quarantine_app
 from hub.cli.stats import stats as stats_command
 from hub.cli.top import top as top_command
@@ -36,6 +37,7 @@ app.command("subscribe")(exchange_cli.subscribe)
 app.command("call")(exchange_cli.call)
 app.add_typer(grant_app, name="grant")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(objection_app, name="objection")
 # ---- federation (hub.cli.federation): MirrorMaker 2 links to other platforms' hubs
 from hub.cli.federation import federation_app  # noqa: E402 - kept in one block: `hub up` is edited elsewhere
 

@@ -141,7 +141,8 @@ def frame(prev: Sample | None, cur: Sample) -> dict[str, Any]:
             **{f"p{int(q * 100)}": histogram_quantile(q, latency_buckets) for q in (0.5, 0.95, 0.99)},
         },
         "consumer_lag": total(m, "hub_consumer_lag") if any(n == "hub_consumer_lag" for n, _ in m) else None,
-        "objections_open": m.get(("hub_objections_open", frozenset())),
+        "objections_open": (total(m, "hub_objections_open")  # summed over its state label
+                            if any(n == "hub_objections_open" for n, _ in m) else None),
         "objections_overdue": m.get(("hub_objections_overdue", frozenset())),
         "audit_chain_ok": None if chain is None else chain == 1.0,
         "catalogue": {t: int(n) for t, n in sorted(by_label(m, "hub_catalog_resources", "tier").items()) if n},

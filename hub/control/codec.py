@@ -11,8 +11,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hub.broker.topicstore import StoreRecord
-from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, OBJECTIONS_TOPIC, SCENARIOS_TOPIC
 from hub.control.state import CatalogEntry, NodeEntry, ScenarioEntry
+from hub.objections.model import Objection
 from hub.policy.model import Grant
 from hub.registry import framing
 from hub.registry.files import schema_text as file_text
@@ -22,14 +23,16 @@ SCHEMA_FILES: Mapping[str, str] = {
     SCENARIOS_TOPIC: "schemas/hub/scenario_event.avsc",
     CATALOG_TOPIC: "schemas/hub/catalog_event.avsc",
     GRANTS_TOPIC: "schemas/hub/grant_event.avsc",
+    OBJECTIONS_TOPIC: "schemas/hub/objection.avsc",
 }
-Entity = NodeEntry | ScenarioEntry | CatalogEntry | Grant
+Entity = NodeEntry | ScenarioEntry | CatalogEntry | Grant | Objection
 
 _FROM_AVRO: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     NODES_TOPIC: NodeEntry.from_avro,
     SCENARIOS_TOPIC: ScenarioEntry.from_avro,
     CATALOG_TOPIC: CatalogEntry.from_avro,
     GRANTS_TOPIC: Grant.from_avro,
+    OBJECTIONS_TOPIC: Objection.from_avro,
 }
 
 

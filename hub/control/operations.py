@@ -149,6 +149,7 @@ class SchemaInfo:
     version: int
     schema_id: int
     fields: frozenset[str]
+    recursive: bool = False  # a record that contains itself: masking (hub.policy.masking) cannot derive it
 
 
 SchemaLookup = Callable[[str], SchemaInfo | None]
@@ -356,6 +357,11 @@ def build_resource(spec: ResourceSpec, state: ControlState, schema_of: SchemaLoo
         problems.append("locality_from_resident_id needs a resident ID field: a resident_id field, or locality_field")
     if spec.return_to_locality and not (spec.locality_field or spec.locality_from_resident_id):
         problems.append("return_to_locality needs a locality: locality_field or locality_from_resident_id")
+    if schema.recursive:
+        problems.append(
+            f"the schema of {subject} is recursive (a record contains itself): the hub masks records per consumer "
+            "and supports only non-recursive record schemas"
+        )
     problems += _rule_problems(spec.quality_rules, state)
     if problems:
         raise Invalid("invalid_entry", f"catalogue entry {spec.id}: " + " | ".join(problems))
@@ -561,6 +567,37 @@ def filter_entries(
             continue
         found.append(e)
     return found
+
+
+def is_recursive(schema: Any) -> bool:
+    """True if a record of the (JSON) Avro schema refers to itself or to an enclosing record by name.
+
+    Names are compared both short and namespace-qualified, so a different type sharing an enclosing record's
+    short name also counts (a false alarm costs a rename; a missed recursion would stop the worker's masking).
+    """
+    def walk(node: Any, enclosing: frozenset[str], namespace: str) -> bool:
+        if isinstance(node, str):
+            return node in enclosing
+        if isinstance(node, list):
+            return any(walk(branch, enclosing, namespace) for branch in node)
+        if not isinstance(node, Mapping):
+            return False
+        kind = node.get("type")
+        if kind == "record" or kind == "error":
+            name = str(node.get("name", ""))
+            space = str(node.get("namespace", namespace) or "")
+            full = name if "." in name or not space else f"{space}.{name}"
+            inner = enclosing | {name, full, full.rsplit(".", 1)[-1]}
+            fields = node.get("fields") if isinstance(node.get("fields"), list) else []
+            return any(walk(f.get("type"), inner, full.rsplit(".", 1)[0] if "." in full else space)
+                       for f in fields if isinstance(f, Mapping))
+        if kind == "array":
+            return walk(node.get("items"), enclosing, namespace)
+        if kind == "map":
+            return walk(node.get("values"), enclosing, namespace)
+        return walk(kind, enclosing, namespace) if isinstance(kind, (list, Mapping)) else False
+
+    return walk(schema, frozenset(), "")
 
 
 def schema_fields(schema: Mapping[str, Any]) -> frozenset[str]:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from hub.control.operations import SchemaInfo, schema_fields
+from hub.control.operations import SchemaInfo, is_recursive, schema_fields
 from hub.registry import framing
 from hub.registry.client import RegistryClient, SchemaNotFound
 from hub.registry.service import RegistryService
@@ -38,7 +38,7 @@ def _info(subject: str, version: int, schema_id: int, text: str) -> SchemaInfo:
     except ValueError:
         document = {}
     fields = schema_fields(document) if isinstance(document, dict) else frozenset()
-    return SchemaInfo(subject, version, schema_id, fields)
+    return SchemaInfo(subject, version, schema_id, fields, is_recursive(document))
 
 
 class LocalSchemas:

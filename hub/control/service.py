@@ -11,19 +11,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from hub.broker.topics import ensure_topics
 from hub.broker.topicstore import StoreUnavailable
-from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS, node_topics
+from hub.contract import (
+    CATALOG_TOPIC,
+    GRANTS_TOPIC,
+    NODES_TOPIC,
+    OBJECTIONS_TOPIC,
+    SCENARIOS_TOPIC,
+    STATE_TOPICS,
+    node_topics,
+)
 from hub.control import grants as grant_ops
 from hub.control import operations as ops
 from hub.control.codec import ControlEncoder, Entity, key_of, schema_text, subject_of
-from hub.control.errors import Conflict
+from hub.control.errors import Conflict, Invalid
 from hub.control.state import CatalogEntry, ControlState, NodeEntry, ScenarioEntry, parse_version_key
 from hub.control.tokens import IssuedToken, issue
 from hub.control.view import ControlView
+from hub.objections import machine as objection_machine
+from hub.objections.model import Objection
+from hub.objections.recipients import scan_recipients
 from hub.policy.model import Grant
 
 log = logging.getLogger("hub.control")
@@ -31,6 +43,7 @@ log = logging.getLogger("hub.control")
 T = TypeVar("T")
 Change = tuple[str, Entity]
 Operation = Callable[[ControlState], tuple[T, Sequence[Change]]]
+RecipientsOf = Callable[[str, str], Awaitable[set[str]]]  # (resource, record key) -> who received the record
 # (topic, the version before or None, the version written): told after every successful write (the audit log)
 Written = tuple[str, Any, Entity]
 ChangeListener = Callable[[Sequence[Written]], Awaitable[None]]
@@ -48,6 +61,8 @@ def _stored(state: ControlState, topic: str, key: str) -> Any:
     if topic == CATALOG_TOPIC:
         parsed = parse_version_key(key)
         return state.catalog.get(parsed[0], {}).get(parsed[1]) if parsed else None
+    if topic == OBJECTIONS_TOPIC:
+        return state.objections.get(key)
     return state.grants.get(key)
 
 
@@ -61,6 +76,7 @@ class ControlService(ControlView):
 
     read_only = False
     change_listener: ChangeListener | None = None
+    recipients_of: RecipientsOf | None = None  # who received a record: hub.recipients unless replaced (tests)
 
     async def start(self) -> None:
         """Register the control topics' value schemas, then load the topics (see ControlView.start)."""
@@ -235,6 +251,65 @@ class ControlService(ControlView):
                 raise
             except Exception as exc:  # a concurrent change or the broker away: try again next time
                 log.warning("could not write grant expiries yet: %s", exc)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ objections
+
+    def objection_limits(self) -> objection_machine.Limits:
+        return objection_machine.Limits.from_settings(self.settings)
+
+    async def _recipients(self, resource: str, record_key: str) -> set[str]:
+        if self.recipients_of is not None:
+            return await self.recipients_of(resource, record_key)
+        return await scan_recipients(self.settings, self.store.bootstrap, resource, record_key)
+
+    async def file_objection(self, request: objection_machine.FilingRequest, actor: str) -> Objection:
+        """A new objection (hub.objections.machine.file): the filer must have received the record."""
+        entry = ops.current_entry(self.state, request.resource)  # 404 before reading hub.recipients
+        if not entry.resource.primary_key:
+            raise Invalid("no_primary_key", f"{request.resource} has no primary key: its records cannot be named, "
+                          "so they cannot be objected to one by one")
+        recipients = await self._recipients(request.resource, request.record_key)
+        objection_id = f"obj-{uuid.uuid4().hex[:16]}"
+
+        def operation(state: ControlState) -> tuple[Objection, list[Change]]:
+            provider = ops.current_entry(state, request.resource).resource.provider
+            return _one(OBJECTIONS_TOPIC, objection_machine.file(
+                request, objection_id=objection_id, filer=actor, provider=provider, recipients=recipients,
+                now=now_ms(), limits=self.objection_limits()))
+
+        return await self.run(operation)
+
+    async def move_objection(
+        self, objection_id: str, action: objection_machine.Action, actor: str, step: objection_machine.StepRequest,
+    ) -> Objection:
+        """The next step of an objection (hub.objections.machine.transition); flagging re-reads the recipients."""
+        current = objection_machine.find(self.state.objections, objection_id, actor)
+        recipients = None
+        if action == "flag" and current.state == "accepted":
+            recipients = await self._recipients(current.resource, current.record_key)
+        limits = self.objection_limits()
+        return await self.run(lambda s: _one(OBJECTIONS_TOPIC, objection_machine.transition(
+            objection_machine.find(s.objections, objection_id, actor), action, actor, now_ms(), limits,
+            note=step.note, corrected_event_id=step.corrected_event_id, recipients=recipients)))
+
+    async def escalate_due_objections(self) -> list[Objection]:
+        """Escalate every objection past the time limit of its step (once per step)."""
+        return await self.run(lambda s: _many(
+            OBJECTIONS_TOPIC, objection_machine.due_escalations(s.objections.values(), now_ms())))
+
+    async def escalate_objections_periodically(self, interval: float = 30.0) -> None:
+        """Run ``escalate_due_objections`` every ``interval`` seconds until cancelled (the API's background task)."""
+        while True:
+            try:
+                escalated = await self.escalate_due_objections()
+                if escalated:
+                    log.warning("objections past their time limit, escalated to the operator: %s",
+                                ", ".join(o.objection_id for o in escalated))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a concurrent change or the broker away: try again next time
+                log.warning("could not escalate overdue objections yet: %s", exc)
             await asyncio.sleep(interval)
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from hub.catalogue.model import ExchangeConfig, Level, Node, Resource, Subscription, Tier, tier_of
-from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, OBJECTIONS_TOPIC, SCENARIOS_TOPIC
+from hub.objections.model import Objection
 from hub.policy.model import Grant, Scenario, to_epoch_ms
 
 
@@ -154,6 +155,7 @@ class ControlState:
     scenarios: dict[str, ScenarioEntry] = field(default_factory=dict)
     catalog: dict[str, dict[int, CatalogEntry]] = field(default_factory=dict)
     grants: dict[str, Grant] = field(default_factory=dict)
+    objections: dict[str, Objection] = field(default_factory=dict)
     # subject -> provider -> how many catalogue versions bind it (kept by apply_catalog; O(1) ownership checks)
     bindings: dict[str, Counter[str]] = field(default_factory=dict, repr=False)
 
@@ -207,6 +209,13 @@ class ControlState:
         elif grant.id == key:
             self.grants[key] = grant
 
+    def apply_objection(self, key: str, objection: Objection | None) -> None:
+        """A ``hub.objections`` record: the objection's latest version, or a tombstone."""
+        if objection is None:
+            self.objections.pop(key, None)
+        elif objection.objection_id == key:
+            self.objections[key] = objection
+
     def apply(self, topic: str, key: str, entry: Any) -> None:
         """Apply one decoded record of any control topic."""
         if topic == NODES_TOPIC:
@@ -217,6 +226,8 @@ class ControlState:
             self.apply_catalog(key, entry)
         elif topic == GRANTS_TOPIC:
             self.apply_grant(key, entry)
+        elif topic == OBJECTIONS_TOPIC:
+            self.apply_objection(key, entry)
         else:
             raise ValueError(f"{topic} is not a control topic")
 
@@ -290,6 +301,10 @@ class ControlSnapshot:
     grants: tuple[Grant, ...]
     scenarios: Mapping[str, Scenario]
     version: int = 0
+    # resource -> record key -> objection id, for every record currently flagged (only resources with a flag)
+    flags: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}))
+    # objection id -> the objection, for those whose provider may publish a correction now (flagged)
+    corrections: Mapping[str, Objection] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def snapshot(state: ControlState, version: int = 0) -> ControlSnapshot:
@@ -307,7 +322,13 @@ def snapshot(state: ControlState, version: int = 0) -> ControlSnapshot:
     # every reference was checked above: skip ExchangeConfig's O(n*m) re-validation
     config = ExchangeConfig.model_construct(nodes=nodes, resources=resources, subscriptions=subscriptions)
     scenarios = MappingProxyType({s.id: s.scenario for s in state.scenarios.values()})
-    return ControlSnapshot(config=config, grants=grants, scenarios=scenarios, version=version)
+    flagged = [o for o in state.objections.values() if o.is_flagged]
+    flags: dict[str, dict[str, str]] = {}
+    for o in sorted(flagged, key=lambda o: o.filed_at):  # two objections on one record: the later one shows
+        flags.setdefault(o.resource, {})[o.record_key] = o.objection_id
+    corrections = {o.objection_id: o for o in flagged}
+    return ControlSnapshot(config=config, grants=grants, scenarios=scenarios, version=version,
+                           flags=MappingProxyType(flags), corrections=MappingProxyType(corrections))
 
 
 def without_local_fields(resource: Resource) -> Resource:

@@ -66,8 +66,9 @@ class ControlView:
     async def start(self) -> None:
         """Create missing control topics, read them all to the end, keep tailing them."""
         await self.store.start()
-        log.info("control plane loaded: %d nodes, %d scenarios, %d catalogue entries, %d grants",
-                 len(self.state.nodes), len(self.state.scenarios), len(self.state.catalog), len(self.state.grants))
+        log.info("control plane loaded: %d nodes, %d scenarios, %d catalogue entries, %d grants, %d objections",
+                 len(self.state.nodes), len(self.state.scenarios), len(self.state.catalog), len(self.state.grants),
+                 len(self.state.objections))
 
     async def stop(self) -> None:
         """Stop tailing (idempotent)."""

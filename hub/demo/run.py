@@ -32,6 +32,7 @@ from hub.catalogue.model import ExchangeConfig, load_exchange_config
 from hub.contract import H_EVENT_ID, H_RESOURCE, OPERATOR, feed_topic, ingress_topic, quarantine_topic
 from hub.demo.data import record_generator
 from hub.demo.data import spoil as break_rules
+from hub.demo.objection import ObjectionRun, run_objection
 from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.routing.core import route, subscriptions_by_resource
@@ -202,12 +203,15 @@ def run_demo(settings: Settings, *, records_per_department: int, console: Consol
     try:
         console.print(f"hub running: api {status['api']}, Kafka {status['bootstrap']}")
         exp = asyncio.run(simulate(settings, status, records_per_department, console))
+        with console.status("one objection runs its course (file, accept, flag, correct, unflag, archive)..."):
+            objection = asyncio.run(run_objection(settings, status))
         time.sleep(1.0)  # let the last batch's counters settle before scraping
         counters = hub_counters(status["metrics"])
     finally:
         stop_hub(proc)
     _print_summary(console, exp, exp.received, counters)
-    ok = all(exp.received[t] == n for t, n in (exp.feeds + exp.quarantine).items())
+    _print_objection(console, objection)
+    ok = all(exp.received[t] == n for t, n in (exp.feeds + exp.quarantine).items()) and objection.ok
     console.print("[bold green]demo complete: every feed received what it is entitled to[/]" if ok
                   else "[bold red]demo incomplete: some feeds did not receive what they are entitled to[/]")
     return 0 if ok else 1
@@ -245,3 +249,19 @@ def _print_summary(console: Console, exp: Expectation, received: Counter[str], c
     for topic, n in sorted((exp.feeds + exp.quarantine).items()):
         feeds.add_row(topic, str(n), str(received[topic]))
     console.print(feeds)
+
+
+def _print_objection(console: Console, run: ObjectionRun) -> None:
+    table = Table(title="the objection (异议): filed by civil affairs, corrected by the health commission")
+    table.add_column("")
+    table.add_column("value")
+    table.add_row("objection", run.objection_id)
+    table.add_row("steps", " -> ".join(run.states) or "-")
+    table.add_row("final state", str(run.final.get("state", "-")) + (f", {run.final['outcome']}"
+                                                                     if run.final.get("outcome") else ""))
+    table.add_row("recipients of the record", ", ".join(run.recipients) or "-")
+    table.add_row("deliveries with hub-flag", ", ".join(run.flagged_to) or "-")
+    table.add_row("correction delivered to", ", ".join(run.corrected_to) or "-")
+    if run.error:
+        table.add_row("[red]error[/]", run.error)
+    console.print(table)

@@ -1,8 +1,8 @@
 """All of the hub's Prometheus metrics in one bundle, created against an injected ``CollectorRegistry``.
 
 The names and labels are the contract (docs/contract.md). Label values come from bounded sets only (tiers, kinds,
-outcomes, directions, quarantine rules): never a node id, resource id or record key. Besides the original
-contract metrics: ``hub_consumer_lag`` (per worker, no labels: its topics are named by node id) and
+outcomes, directions, quarantine rules, objection states): never a node id, resource id or record key. Besides the
+original contract metrics: ``hub_consumer_lag`` (per worker, no labels: its topics are named by node id) and
 ``hub_objections_overdue``. Series a dashboard or alert needs from the first scrape are created at zero.
 """
 
@@ -17,6 +17,7 @@ OUTCOMES = ("ok", "denied", "quarantined", "error")
 DIRECTIONS = ("down", "up", "lateral", "regional")
 CALLED_TIERS = ("national", "municipal", "district", "region")
 CALL_OUTCOMES = ("ok", "denied", "error")
+OBJECTION_STATES = ("filed", "accepted", "flagged", "verified", "unflagged")  # open ones (hub.objections.model)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -57,7 +58,9 @@ class HubMetrics:
                 "hub_event_latency_seconds", "Ingress to feed latency (record timestamp to delivery)",
                 buckets=LATENCY_BUCKETS, registry=registry,
             ),
-            objections_open=Gauge("hub_objections_open", "Objections not yet archived", registry=registry),
+            objections_open=Gauge(
+                "hub_objections_open", "Objections not yet archived, by state", ["state"], registry=registry
+            ),
             catalog_resources=Gauge(
                 "hub_catalog_resources", "Catalogue entries by tier", ["tier"], registry=registry
             ),
@@ -82,5 +85,7 @@ class HubMetrics:
         for tier in CALLED_TIERS:
             for outcome in CALL_OUTCOMES:
                 metrics.calls.labels(tier, outcome)
+        for state in OBJECTION_STATES:
+            metrics.objections_open.labels(state)
         metrics.audit_chain_ok.set(1)
         return metrics

@@ -25,9 +25,10 @@ from typing import Any
 from hub.broker.records import RawRecord
 from hub.broker.sender import BatchSender
 from hub.catalogue.model import ExchangeConfig
-from hub.contract import H_RESOURCE, masked_subject
+from hub.contract import H_RESOURCE, RECIPIENTS_TOPIC, masked_subject
 from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
+from hub.objections.recipients import FirstDeliveries
 from hub.pipeline.core import BatchResult, DeliveryPlan, EncodedSchema, ExchangeContext, process_batch
 from hub.policy.masking import derived_schema, is_passthrough, plan_for
 from hub.policy.model import Grant
@@ -66,6 +67,7 @@ class ExchangeAgent(Agent):
         self._masked_encoders: dict[tuple[str, str, int], Any] = {}
         self._subject_ids: dict[str, frozenset[int]] = {}
         self._negative: dict[Any, float] = {}
+        self.first_deliveries = FirstDeliveries()  # survives context rebuilds: who got which record lately
         self.batches = 0
         self.events = 0
 
@@ -127,7 +129,19 @@ class ExchangeAgent(Agent):
             delivery_plans=await self._delivery_plans(config, grants),
             # reference quality rules look keys up in the call tables this worker holds (None: not held here)
             key_exists=self.rows.key_exists if self.rows is not None else None,
+            flags=snap.flags,
+            corrections=snap.corrections,
+            first_deliveries=self.first_deliveries,
+            recipients_partitions=await self._recipients_partitions(),
         )
+
+    async def _recipients_partitions(self) -> int:
+        """Partitions of hub.recipients: the core puts all the keys of one record on one of them."""
+        try:
+            return await self.sender.partition_count(RECIPIENTS_TOPIC)
+        except Exception as exc:  # no metadata yet: one partition is what a fresh hub has, and safe to retry
+            log.warning("could not read the partitions of %s: %s", RECIPIENTS_TOPIC, exc)
+            return 1
 
     async def _delivery_plans(
         self, config: ExchangeConfig, grants: dict[str, Grant]

@@ -22,6 +22,7 @@ from typing import Any
 from hub.audit.records import (
     ALLOW,
     DENY,
+    correction_reason,
     delivery_entry,
     key_hash,
     publish_record,
@@ -35,13 +36,16 @@ from hub.broker.records import OutRecord, RawRecord
 from hub.catalogue.model import ExchangeConfig, Node, Resource, Subscription, tier_of
 from hub.contract import (
     H_EVENT_ID,
+    H_FLAG,
     H_GRANT,
     H_INGRESS_TS,
     H_LINEAGE,
+    H_OBJECTION,
     H_PROVIDER,
     H_RESOURCE,
     H_SCENARIO,
     OPERATOR,
+    RECIPIENTS_TOPIC,
     RECORDS_TOPIC,
     feed_topic,
     node_of_ingress,
@@ -49,6 +53,8 @@ from hub.contract import (
     store_key,
 )
 from hub.federation.model import PEER_TIERS, continued_lineage
+from hub.objections.model import Objection
+from hub.objections.recipients import FirstDeliveries, partition_for, recipient_key, recipient_value, record_prefix
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
@@ -147,6 +153,14 @@ class ExchangeContext:
     delivery_plans: Mapping[tuple[str, str], DeliveryPlan] = field(default_factory=dict)  # absent: as published
     # reference rules ask the worker's call tables (hub.calls.state.CallState.key_exists); None: not checked
     key_exists: KeyExists | None = None
+    # objections (hub.control.state.snapshot): resource -> record key -> objection id of every flagged record
+    # (resources without a flag are absent: their events pay one dict miss), and the objections a provider may
+    # publish a correction for now
+    flags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    corrections: Mapping[str, Objection] = field(default_factory=dict)
+    # who received which record (hub.recipients): the pairs written lately, None to keep no record of it
+    first_deliveries: FirstDeliveries | None = None
+    recipients_partitions: int = 1
     resources: dict[str, Resource] = field(init=False)
     subscriptions: dict[str, list[Subscription]] = field(init=False)
     nodes: dict[str, Node] = field(init=False)
@@ -388,18 +402,23 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
         district = record_district(record, resource)
         prior = headers.get(H_LINEAGE) if resource.tier in PEER_TIERS else None  # only another platform's hops
         _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source,
-                 prior)
+                 headers.get(H_OBJECTION), prior_lineage=prior)
     return result
 
 
 def _deliver(
     rec: RawRecord, event_id: str, resource: Resource, record: Mapping[str, Any], district: str | None,
     deliveries: Sequence[Delivery], now: int, ctx: ExchangeContext, result: BatchResult, source: str,
-    prior_lineage: bytes | None = None,
+    objection: bytes | None = None, *, prior_lineage: bytes | None = None,
 ) -> None:
     """The feed records of an accepted event and its one audit record: the publish, every delivery and
-    refusal listed in its ``deliveries``. A record that crossed from another platform (``prior_lineage``, carried
-    by the federation gateway) keeps its hops there ahead of this hub's."""
+    refusal listed in its ``deliveries``.
+
+    Objections: a record under objection (``ctx.flags``) is delivered with ``hub-flag``; a provider's correction
+    (``hub-objection`` naming a flagged objection on this record) goes to the objection's recipients only, with
+    ``hub-objection``, and its publish says so. Every first delivery of a record to a consumer is noted on
+    ``hub.recipients`` (``ctx.first_deliveries``). A record that crossed from another platform (``prior_lineage``,
+    carried by the federation gateway) keeps its hops there ahead of this hub's."""
     static = ctx.resource_static(resource)
     key = feed_key(rec, record, resource)
     base_headers = [
@@ -408,21 +427,42 @@ def _deliver(
         (H_PROVIDER, static.provider),
         (H_INGRESS_TS, str(rec.timestamp_ms).encode()),
     ]
+    pk = primary_key_value(record, resource) if static.materialised else None
+    correction: Objection | None = None
+    correction_districts: dict[str, str | None] | None = None  # a correction's route district per consumer
+    if objection is not None:
+        correction = _correction_of(objection, resource, pk, ctx)
+        if correction is None:
+            rej = Rejected("invalid_correction", f"{H_OBJECTION} {objection.decode(errors='replace')!r} names no "
+                           f"flagged objection on record {pk!r} of {resource.id}", resource.id)
+            _quarantine(rec, event_id, rej, now, ctx, result, source)
+            return
+        deliveries, correction_districts = _correction_routes(resource, district, correction.recipients, ctx)
+        base_headers.append((H_OBJECTION, objection))
     tally = result.tally
     tally[static.publish_tally] += 1
     entries: list[dict[str, Any]] = []
-    result.audits.append((rec.partition, publish_record(now, event_id, resource.provider, resource.id, resource.tier,
-                                                        key_hash(key), source, entries)))
+    audit = publish_record(now, event_id, resource.provider, resource.id, resource.tier, key_hash(key), source,
+                           entries)
+    result.audits.append((rec.partition, audit))
     assert rec.value is not None  # decode succeeded
-    if static.materialised:  # the current row, for calls (共享调用)
-        row = OutRecord(RECORDS_TOPIC, store_key(resource.id, primary_key_value(record, resource)), rec.value,
-                        base_headers)
+    if pk is not None:  # the current row, for calls (共享调用)
+        row = OutRecord(RECORDS_TOPIC, store_key(resource.id, pk), rec.value, base_headers)
         result.outputs.append(row)
         result.rows.append((row, record))
+        flagged = ctx.flags.get(resource.id)
+        if flagged is not None and correction is None:
+            flag = flagged.get(pk)
+            if flag is not None:
+                base_headers = [*base_headers, (H_FLAG, flag.encode())]
+    if correction is not None:  # the publish says so; the control audit's "correct" names this event id
+        audit["reason"] = correction_reason(correction.objection_id)
     outputs = result.outputs
+    delivered_before = len(outputs)
     for d in deliveries:
         out = ctx.delivery_static(resource, d)
-        decision = _decide(resource, d, ctx, now, district)
+        decision = _decide(resource, d, ctx, now,
+                           district if correction_districts is None else correction_districts[d.consumer])
         if not decision.allowed:  # checked on every transfer: a revoked or expired grant stops here
             entries.append(delivery_entry(d.consumer, d.scenario, d.grant, d.to_tier, d.direction, DENY,
                                           str(decision.reason)))
@@ -438,6 +478,50 @@ def _deliver(
         tally[out.ok_tally] += 1
         tally[out.delivered_tally] += 1
         result.latencies_from_ms.append(rec.timestamp_ms)
+    first = ctx.first_deliveries
+    if first is not None and pk is not None and correction is None and len(outputs) > delivered_before:
+        _note_recipients(resource.id, pk, event_id, entries, now, first, ctx.recipients_partitions, outputs)
+
+
+def _note_recipients(
+    resource_id: str, pk: str, event_id: str, entries: Sequence[dict[str, Any]], now: int, first: FirstDeliveries,
+    partitions: int, outputs: list[OutRecord],
+) -> None:
+    """The ``hub.recipients`` record of the set of consumers this record went to, unless written lately."""
+    prefix = record_prefix(resource_id, pk)
+    rkey = recipient_key(prefix, ",".join([e["counterparty"] for e in entries if e["decision"] == ALLOW]))
+    if first.due(rkey, now):
+        outputs.append(OutRecord(RECIPIENTS_TOPIC, rkey, recipient_value(event_id, now), [],
+                                 partition_for(prefix, partitions)))
+
+
+def _correction_of(
+    objection: bytes, resource: Resource, pk: str | None, ctx: ExchangeContext
+) -> Objection | None:
+    """The flagged objection a correction names, if it is on this very record (the provider was checked)."""
+    found = ctx.corrections.get(objection.decode("utf-8", errors="replace"))
+    if found is None or pk is None or found.resource != resource.id or found.record_key != pk:
+        return None
+    return found
+
+
+def _correction_routes(
+    resource: Resource, district: str | None, recipients: Sequence[str], ctx: ExchangeContext
+) -> tuple[list[Delivery], dict[str, str | None]]:
+    """The routes of a correction, exactly to the recipients of the wrong record, with the district each route
+    was computed for. A district that received it under its own district's route still does when the correction
+    moves the record elsewhere (the district field may be what was wrong)."""
+    wanted = set(recipients)
+    chosen = [d for d in ctx.routes(resource, district) if d.consumer in wanted]
+    districts: dict[str, str | None] = {d.consumer: district for d in chosen}
+    for consumer in sorted(wanted - set(districts)):
+        if consumer.startswith("district."):
+            own = consumer.removeprefix("district.")
+            for d in ctx.routes(resource, own):
+                if d.consumer == consumer:
+                    chosen.append(d)
+                    districts[consumer] = own
+    return chosen, districts
 
 
 def _lineage(provider: str, consumer: str) -> bytes:

@@ -198,7 +198,7 @@ async def test_prometheus_scrapes_every_metric_counts_match_stats_and_the_dashbo
         for s in series:
             for label, value in s["metric"].items():
                 assert label in ("__name__", "job", "instance", "service", "kind", "from_tier", "to_tier",
-                                 "outcome", "direction", "rule", "tier", "le"), (name, label)
+                                 "outcome", "direction", "rule", "tier", "state", "le"), (name, label)
                 assert not re.fullmatch(r"(municipal|district|region)\.[\w.-]+", value), (name, label, value)
     assert prometheus.value('min(hub_audit_chain_ok{job="hub"})') == 1.0
     catalogue = get_stats(hub)["catalogue"]["by_tier"]

@@ -27,8 +27,10 @@ from hub.contract import (
     INDEX_TOPIC,
     OPERATOR,
     QUOTA_TOPIC,
+    RECIPIENTS_TOPIC,
     RECORDS_TOPIC,
     node_topics,
+    objection_topic,
 )
 from hub.settings import Settings
 
@@ -112,7 +114,15 @@ def test_worker_topics_cover_hub_node_and_call_topics_once() -> None:
     names = worker_topics([OPERATOR, "a.b", "c.d"])
     assert len(names) == len(set(names))
     assert set(names) == {*CONTROL_TOPICS, AUDIT_TOPIC, COUNTS_TOPIC, RECORDS_TOPIC, CALLS_TOPIC, INDEX_TOPIC,
-                          QUOTA_TOPIC, *node_topics("a.b"), *node_topics("c.d")}
+                          QUOTA_TOPIC, RECIPIENTS_TOPIC, objection_topic(OPERATOR), *node_topics("a.b"),
+                          *node_topics("c.d")}
+
+
+def test_the_recipients_table_is_bounded_by_the_filing_window(admin: FakeAdmin) -> None:
+    create([RECIPIENTS_TOPIC])
+    configs = admin.created[RECIPIENTS_TOPIC].topic_configs
+    assert configs["cleanup.policy"] == "compact,delete"
+    assert configs["retention.ms"] == str(90 * 86_400_000)  # HUB_OBJECTION_WINDOW_DAYS
 
 
 def test_a_spec_or_partitions_override_the_table(admin: FakeAdmin) -> None:

@@ -436,3 +436,27 @@ def test_the_process_token_comes_from_the_option_the_setting_or_the_operator_fil
     assert tokens.process_token(settings) == "operator"
     assert tokens.process_token(Settings(state_dir=tmp_path, token="node.token")) == "node.token"
     assert tokens.process_token(Settings(state_dir=tmp_path, token="node.token"), " explicit ") == "explicit"
+
+
+def test_recursive_schemas_are_found() -> None:
+    from hub.control.operations import is_recursive
+
+    flat = {"type": "record", "name": "R", "namespace": "a", "fields": [
+        {"name": "x", "type": ["null", {"type": "record", "name": "Inner", "fields": [{"name": "y", "type": "long"}]}]},
+        {"name": "z", "type": {"type": "array", "items": "a.Inner"}}]}
+    assert not is_recursive(flat)
+    linked = {"type": "record", "name": "Node", "namespace": "a", "fields": [
+        {"name": "next", "type": ["null", "Node"]}]}
+    assert is_recursive(linked)
+    deep = {"type": "record", "name": "Tree", "namespace": "a", "fields": [
+        {"name": "kids", "type": {"type": "array", "items": {"type": "record", "name": "Kid", "fields": [
+            {"name": "sub", "type": {"type": "map", "values": "a.Tree"}}]}}}]}
+    assert is_recursive(deep)
+
+
+def test_a_recursive_schema_cannot_be_catalogued() -> None:
+    def recursive(subject: str) -> ops.SchemaInfo | None:
+        return ops.SchemaInfo(subject, 1, 7, FIELDS, recursive=True)
+
+    refused(ops.Invalid, "recursive", ops.create_resource, state_with_nodes(), spec(), "municipal.health", NOW,
+            recursive)

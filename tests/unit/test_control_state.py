@@ -9,7 +9,7 @@ import fastavro
 import pytest
 
 from hub.catalogue.model import QualityRule, Resource
-from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS
+from hub.contract import CATALOG_TOPIC, GRANTS_TOPIC, NODES_TOPIC, OBJECTIONS_TOPIC, SCENARIOS_TOPIC, STATE_TOPICS
 from hub.control.codec import SCHEMA_FILES, ControlEncoder, DecodeError, decode, key_of, schema_text, subject_of
 from hub.control.state import (
     CatalogEntry,
@@ -20,6 +20,7 @@ from hub.control.state import (
     snapshot,
     version_key,
 )
+from hub.objections.machine import FilingRequest, Limits, file, transition
 from hub.policy.grants import GrantIndex
 from hub.policy.model import Grant, Scenario
 from hub.registry import framing
@@ -179,7 +180,24 @@ SAMPLES = {
     CATALOG_TOPIC: entry(version=2, sharing="none", legal_basis="《精神卫生法》",
                          quality_rules=[QualityRule(field="record_id", rule="range", args={"min": 1, "max": 9})]),
     GRANTS_TOPIC: grant(allowed_fields=("record_id",), valid_to=NOW + 1000),
+    OBJECTIONS_TOPIC: transition(
+        file(FilingRequest(resource="municipal.health.vaccination", record_key="r1", reason="wrong"),
+             objection_id="obj-1", filer="district.310115", provider="municipal.health",
+             recipients=["district.310115"], now=NOW, limits=Limits()),
+        "accept", "hub", NOW + 5, Limits(), note="accepted"),
 }
+
+
+def test_the_snapshot_lists_flagged_records_and_correctable_objections() -> None:
+    state = ControlState()
+    accepted = SAMPLES[OBJECTIONS_TOPIC]
+    state.apply(OBJECTIONS_TOPIC, "obj-1", accepted)
+    assert snapshot(state).flags == {} and snapshot(state).corrections == {}
+    flagged = transition(accepted, "flag", "hub", NOW + 9, Limits())
+    state.apply(OBJECTIONS_TOPIC, "obj-1", flagged)
+    snap = snapshot(state)
+    assert snap.flags == {"municipal.health.vaccination": {"r1": "obj-1"}}
+    assert snap.corrections == {"obj-1": flagged}
 
 
 @pytest.mark.parametrize("topic", STATE_TOPICS)

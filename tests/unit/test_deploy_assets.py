@@ -35,7 +35,7 @@ SPEC_LABELS = {
     "hub_calls_total": ("to_tier", "outcome"),
     "hub_quarantined_total": ("rule",),
     "hub_event_latency_seconds": (),
-    "hub_objections_open": (),
+    "hub_objections_open": ("state",),
     "hub_catalog_resources": ("tier",),
     "hub_audit_chain_ok": (),
     "hub_consumer_lag": (),
