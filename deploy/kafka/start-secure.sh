@@ -12,6 +12,8 @@ set -euo pipefail
 : "${HUB_KAFKA_PASSWORD:?set HUB_KAFKA_PASSWORD (the hub principal's SCRAM password), e.g. in .env}"
 : "${KAFKA_CONTROLLER_PASSWORD:?set KAFKA_CONTROLLER_PASSWORD (the controller listener's password), e.g. in .env}"
 : "${KAFKA_CLUSTER_ID:?set KAFKA_CLUSTER_ID (22 characters of base64url, e.g. from kafka-storage.sh random-uuid)}"
+KAFKA_HOST="${KAFKA_HOST:-kafka}"                     # this broker's name in the compose network
+KAFKA_EXTERNAL_PORT="${KAFKA_EXTERNAL_PORT:-29092}"   # its listener published to the host
 
 CONFIG=/var/lib/kafka/server.properties
 CLIENT=/var/lib/kafka/client.properties
@@ -22,9 +24,9 @@ umask 077  # both files hold passwords
 cat > "$CONFIG" <<PROPERTIES
 process.roles=broker,controller
 node.id=1
-controller.quorum.voters=1@kafka:9093
-listeners=CLIENT://:9092,CONTROLLER://:9093,EXTERNAL://:29092
-advertised.listeners=CLIENT://kafka:9092,EXTERNAL://localhost:29092
+controller.quorum.voters=1@$KAFKA_HOST:9093
+listeners=CLIENT://:9092,CONTROLLER://:9093,EXTERNAL://:$KAFKA_EXTERNAL_PORT
+advertised.listeners=CLIENT://$KAFKA_HOST:9092,EXTERNAL://localhost:$KAFKA_EXTERNAL_PORT
 listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT,EXTERNAL:SASL_PLAINTEXT
 inter.broker.listener.name=CLIENT
 controller.listener.names=CONTROLLER

@@ -49,6 +49,28 @@ def confluent_config(settings: Settings, bootstrap: str | None = None) -> dict[s
     return conf
 
 
+def java_client_properties(settings: Settings, password: str | None = None) -> dict[str, str]:
+    """The same connection settings for a Java client (MirrorMaker 2): ``security.protocol``, ``sasl.mechanism``
+    and a ``sasl.jaas.config`` naming the SCRAM (or PLAIN) login module with the hub's credentials.
+
+    ``password`` replaces the password written into the JAAS line, e.g. ``${env:HUB_KAFKA_PASSWORD}`` for a
+    properties file read with Kafka's ``EnvVarConfigProvider``. Empty for PLAINTEXT.
+    """
+    protocol = settings.kafka_security_protocol.upper()
+    if not protocol.startswith("SASL"):
+        return {"security.protocol": protocol} if protocol != "PLAINTEXT" else {}
+    mechanism = (settings.kafka_sasl_mechanism or "PLAIN").upper()
+    module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if mechanism == "PLAIN"
+              else "org.apache.kafka.common.security.scram.ScramLoginModule")
+    secret = password if password is not None else (
+        settings.kafka_password.get_secret_value() if settings.kafka_password is not None else "")
+    return {
+        "security.protocol": protocol,
+        "sasl.mechanism": mechanism,
+        "sasl.jaas.config": f'{module} required username="{settings.kafka_username or ""}" password="{secret}";',
+    }
+
+
 def with_credentials(settings: Settings, username: str, password: str, *, mechanism: str = "SCRAM-SHA-256",
                      protocol: str = "SASL_PLAINTEXT") -> Settings:
     """``settings`` with the Kafka principal replaced (e.g. the hub's own ``hub`` user of a secure local broker)."""

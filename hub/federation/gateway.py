@@ -32,8 +32,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from hub.broker.clients import make_consumer, make_producer
 from hub.contract import H_EVENT_ID, H_LINEAGE, H_RESOURCE
 from hub.federation.model import (
     FederationConfig,
@@ -47,6 +47,7 @@ from hub.federation.model import (
     translate_frame,
 )
 from hub.registry.client import MEDIA_TYPE, RegistryClient, RegistryClientError, SchemaNotFound
+from hub.settings import Settings
 
 log = logging.getLogger("hub.federation")
 
@@ -179,10 +180,10 @@ async def run_gateway(config: FederationConfig, link: Link, stop: asyncio.Event)
     source, target = Hub(config.platforms[link.source]), Hub(config.platforms[link.target])
     mirror = SchemaMirror(link, source, target)
     bootstrap = config.platforms[link.target].bootstrap
-    consumer = AIOKafkaConsumer(link.target_topic, bootstrap_servers=bootstrap, group_id=gateway_group(link),
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                metadata_max_age_ms=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=2)
+    settings = Settings()  # HUB_KAFKA_*: the target cluster's credentials, if it is secured (SASL)
+    consumer = make_consumer(settings, bootstrap, link.target_topic, group_id=gateway_group(link),
+                             enable_auto_commit=False, auto_offset_reset="earliest", metadata_max_age_ms=2000)
+    producer = make_producer(settings, bootstrap, enable_idempotence=True, linger_ms=2)
     try:
         while True:  # the hubs may still be starting: try again until they answer
             try:

@@ -225,17 +225,20 @@ def parse_lineage(raw: bytes | None) -> list[str]:
 
 
 # ---------------------------------------------------------------- MirrorMaker 2's configuration
-def mm2_properties(config: FederationConfig) -> dict[str, str]:
+def mm2_properties(config: FederationConfig, client: Mapping[str, str] | None = None) -> dict[str, str]:
     """``mm2.properties`` of one dedicated MirrorMaker 2 process running every link of the federation.
 
     Every internal topic gets one replica (local single-broker clusters; raise for real ones); checkpoints and
     group offset sync are on, so a consumer group's committed offsets on a mirrored topic appear translated on
-    the target; ACL sync is off (the hub manages its own ACLs per node).
+    the target; ACL sync is off (the hub manages its own ACLs per node). ``client``: connection properties
+    (SASL, ``hub.broker.kafka_config.java_client_properties``) applied to every cluster.
     """
     aliases = sorted({a for link in config.links for a in (link.source, link.target)})
     props: dict[str, str] = {"clusters": ", ".join(aliases)}
     for alias in aliases:
         props[f"{alias}.bootstrap.servers"] = config.platforms[alias].bootstrap
+        for key, value in (client or {}).items():
+            props[f"{alias}.{key}"] = value
     for link in config.links:
         props[f"{link.name}.enabled"] = "true"
         props[f"{link.name}.topics"] = re.escape(link.source_topic)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import contextlib
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from hub.broker.clients import make_consumer
 from hub.federation.model import FederationConfig, Link, LinkStatus, link_status
+from hub.settings import Settings
 
 
 async def _ends(bootstrap: str, topic: str) -> tuple[dict[int, int], list[int]]:
     """(partition -> end offset, timestamp of each partition's last record) of a topic; empty if it is missing."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10_000)
+    consumer = make_consumer(Settings(), bootstrap, request_timeout_ms=10_000)  # HUB_KAFKA_*: SASL if set
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from hub.broker.manager import BrokerError, LocalBroker, _cmdline, _die_with_parent, _pid_alive
+from hub.broker.kafka_config import java_client_properties
+from hub.broker.manager import BrokerError, LocalBroker, _cmdline, _die_with_parent, _pid_alive, write_secret
 from hub.federation.model import FederationConfig, Link, mm2_properties, properties_text
 from hub.settings import Settings
 
@@ -162,7 +163,8 @@ class MirrorMaker:
         if running is not None:
             return running, False
         federation_dir(self.settings).mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(properties_text(mm2_properties(self.config)))
+        client = java_client_properties(self.settings)  # HUB_KAFKA_*: both clusters' SASL, if they are secured
+        write_secret(self.properties_file, properties_text(mm2_properties(self.config, client)).rstrip("\n"))
         return self.process.start(self.command(), MM2_MAIN, owned=owned)
 
     def status(self) -> ProcessInfo | None:

@@ -112,10 +112,14 @@ def compose_services() -> dict[str, Any]:
     return load_yaml(COMPOSE)["services"]
 
 
-def script_properties(path: Path) -> dict[str, str]:
-    """The ``key=value`` lines of the server.properties a start script writes (its first heredoc)."""
+def script_properties(path: Path, env: dict[str, Any] | None = None) -> dict[str, str]:
+    """The ``key=value`` lines of the server.properties a start script writes (its first heredoc), with the
+    script's ``VAR="${VAR:-default}"`` variables filled in from ``env`` (a service's environment) or the default."""
     text = path.read_text(encoding="utf-8")
+    values = {name: str((env or {}).get(name, default))
+              for name, default in re.findall(r'^(\w+)="\$\{\1:-([^}]*)\}"', text, re.M)}
     body = text.split("<<PROPERTIES\n", 1)[1].split("\nPROPERTIES\n", 1)[0]
+    body = re.sub(r"\$(\w+)", lambda m: values.get(m.group(1), m.group(0)), body)
     return dict(line.split("=", 1) for line in body.splitlines() if line and not line.startswith("#"))
 
 
@@ -180,15 +184,26 @@ def test_compose_mounts_volumes_and_dependencies_exist() -> None:
     assert mounted[entrypoint[-1]] == "./" + str(KAFKA_SCRIPT.relative_to(ROOT))
 
 
+def kafka_services() -> dict[str, dict[str, Any]]:
+    """The services running the hub's Kafka start script."""
+    return {name: svc for name, svc in compose_services().items()
+            if svc.get("entrypoint", [])[-1:] == ["/opt/hub/start-secure.sh"]}
+
+
 def test_compose_sets_only_variables_something_reads() -> None:
-    """A HUB_* variable is a hub setting; any other variable of a service running our script is used by it;
-    every required ${VAR:?} is in deploy/compose.env.example."""
+    """A HUB_* variable is a hub setting; any other variable of a service is used by what the service runs (the
+    Kafka script, MirrorMaker's properties, Grafana); every required ${VAR:?} is in deploy/compose.env.example."""
     fields = set(Settings.model_fields)
     script = KAFKA_SCRIPT.read_text(encoding="utf-8")
+    mm2 = (DEPLOY / "federation" / "mm2.properties").read_text(encoding="utf-8")
+    kafkas = kafka_services()
+    assert {"kafka", "kafka-national"} <= set(kafkas)
     for name, service in compose_services().items():
         for variable in service.get("environment", {}):
-            if name == "kafka":
-                assert f"${variable}" in script or "${" + variable in script, f"kafka: {variable} is unused"
+            if name in kafkas:
+                assert f"${variable}" in script or "${" + variable in script, f"{name}: {variable} is unused"
+            elif name == "mirror-maker":
+                assert "${env:" + variable + "}" in mm2, f"mirror-maker: {variable} is unused"
             elif variable.startswith("HUB_"):
                 assert variable[4:].lower() in fields, f"{name}: {variable} is not a hub setting"
             else:
@@ -223,28 +238,75 @@ def test_compose_kafka_is_secured_as_the_local_secure_broker(tmp_path: Path) -> 
 
 def test_compose_ports_agree() -> None:
     services = compose_services()
-    props = script_properties(KAFKA_SCRIPT)
-    advertised = dict(item.split("://") for item in props["advertised.listeners"].split(","))
-    listeners = dict(item.split("://") for item in props["listeners"].split(","))
-    # the hub reaches Kafka on its advertised in-network listener, as the privileged SCRAM user
-    hub = services["hub"]
-    env = hub["environment"]
-    assert hub["command"][:3] == ["up", "--bootstrap", advertised["CLIENT"]]
-    assert env["HUB_BOOTSTRAP"] == advertised["CLIENT"]
-    assert env["HUB_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["HUB_KAFKA_USERNAME"] == "hub"
-    assert env["HUB_KAFKA_SASL_MECHANISM"] == props["sasl.enabled.mechanisms"]
-    # the host port is the external listener, advertised as localhost
-    published = [p.split(":") for p in services["kafka"]["ports"]]
-    assert published == [[listeners["EXTERNAL"].lstrip(":"), listeners["EXTERNAL"].lstrip(":")]]
-    assert advertised["EXTERNAL"] == f"localhost:{published[0][0]}"
-    assert props["controller.quorum.voters"].endswith(listeners["CONTROLLER"])
-    # the API: its setting, the published port, the healthcheck and Prometheus' target are one port
-    port = str(Settings(**{k[4:].lower(): v for k, v in env.items() if k.startswith("HUB_")}).api_port)
-    assert hub["ports"] == [f"{port}:{port}"]
-    assert f"127.0.0.1:{port}/healthz" in " ".join(hub["healthcheck"]["test"])
+    advertised_of: dict[str, str] = {}
+    for name, kafka in kafka_services().items():
+        props = script_properties(KAFKA_SCRIPT, kafka["environment"])
+        advertised = dict(item.split("://") for item in props["advertised.listeners"].split(","))
+        listeners = dict(item.split("://") for item in props["listeners"].split(","))
+        assert advertised["CLIENT"] == f"{kafka['hostname']}:9092" and listeners["CLIENT"] == ":9092", name
+        published = [p.split(":") for p in kafka["ports"]]  # the host port is the external listener, as localhost
+        assert published == [[listeners["EXTERNAL"].lstrip(":")] * 2], name
+        assert advertised["EXTERNAL"] == f"localhost:{published[0][0]}", name
+        assert props["controller.quorum.voters"] == f"1@{kafka['hostname']}:9093", name
+        assert "--command-config /var/lib/kafka/client.properties" in " ".join(kafka["healthcheck"]["test"])
+        assert f"--bootstrap-server {advertised['CLIENT']}" in " ".join(kafka["healthcheck"]["test"])
+        advertised_of[name] = advertised["CLIENT"]
+    hubs = {name: svc for name, svc in services.items() if (svc.get("command") or [None])[0] == "up"}
+    assert set(hubs) == {"hub", "hub-national"}
+    api_of = {}
+    for name, hub in hubs.items():
+        env = hub["environment"]
+        [kafka] = [k for k in hub["depends_on"] if k in advertised_of]
+        # each hub reaches its Kafka on the advertised in-network listener, as the privileged SCRAM user
+        assert hub["command"][:3] == ["up", "--bootstrap", advertised_of[kafka]], name
+        assert env["HUB_BOOTSTRAP"] == advertised_of[kafka], name
+        assert env["HUB_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT" and env["HUB_KAFKA_USERNAME"] == "hub"
+        assert env["HUB_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-256"
+        # the API: its setting, the published port and the healthcheck are one port
+        port = str(Settings(**{k[4:].lower(): v for k, v in env.items()
+                               if k.startswith("HUB_") and "${" not in str(v)}).api_port)
+        assert hub["ports"] == [f"{port}:{port}"], name
+        assert f"127.0.0.1:{port}/healthz" in " ".join(hub["healthcheck"]["test"]), name
+        api_of[name] = f"http://{name}:{port}"
     job = next(j for j in load_yaml(PROM / "prometheus.yml")["scrape_configs"] if j["job_name"] == "hub")
-    assert job["static_configs"][0]["targets"] == [f"hub:{port}"]
-    assert "--command-config /var/lib/kafka/client.properties" in " ".join(services["kafka"]["healthcheck"]["test"])
+    assert job["static_configs"][0]["targets"] == [api_of["hub"].removeprefix("http://")]
+
+
+def test_compose_federation_agrees_with_the_code() -> None:
+    """The federation profile: its federation.yaml names the compose services' addresses and the tokens in the
+    mounted state volumes; its mm2.properties is what ``hub federation start`` writes for it (plus SCRAM)."""
+    from hub.broker.kafka_config import java_client_properties
+    from hub.federation.model import load_federation_config, mm2_properties
+
+    services = compose_services()
+    config = load_federation_config(DEPLOY / "federation" / "federation.yaml")
+    assert config.platforms["shanghai"].bootstrap == "kafka:9092"
+    assert config.platforms["national"].bootstrap == "kafka-national:9092"
+    assert config.platforms["shanghai"].api == "http://hub:8081"
+    assert config.platforms["national"].api == "http://hub-national:8181"
+    mm2 = dict(line.split("=", 1) for line in (DEPLOY / "federation" / "mm2.properties").read_text().splitlines()
+               if line and not line.startswith("#"))
+    secure = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+                      kafka_username="hub")
+    expected = mm2_properties(config, java_client_properties(secure, "${env:HUB_KAFKA_PASSWORD}"))
+    for key, value in expected.items():
+        assert mm2.get(key) == value.replace("\\", "\\\\"), key
+    assert mm2["config.providers.env.class"].endswith("EnvVarConfigProvider")
+    links = {link.name for link in config.links}
+    for name in ("gateway-up", "gateway-down"):
+        gateway = services[name]
+        assert gateway["entrypoint"][:3] == ["python", "-m", "hub.federation.gateway"]
+        assert gateway["entrypoint"][-1] in links
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in gateway["volumes"]}
+        assert mounts[gateway["entrypoint"][-2]] == "./deploy/federation/federation.yaml"
+        for platform, hub in (("shanghai", "hub"), ("national", "hub-national")):
+            token = str(config.platforms[platform].token_file)
+            volume = next(v.split(":")[0] for v in services[hub]["volumes"] if v.split(":")[1] == "/var/lib/hub")
+            mount = next(path for path, source in mounts.items() if source == volume)
+            state = services[hub]["environment"]["HUB_STATE_DIR"].removeprefix("/var/lib/hub")
+            assert token == f"{mount}{state}/operator.token", (name, platform)
+    assert all(services[n]["profiles"] == ["federation"] for n in
+               ("kafka-national", "hub-national", "mirror-maker", "gateway-up", "gateway-down"))
 
 
 def test_compose_hub_service_matches_cli_and_settings() -> None:

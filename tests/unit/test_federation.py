@@ -136,3 +136,27 @@ def test_the_example_federation_file_is_valid() -> None:
 def test_a_peer_node_is_national_or_regional() -> None:
     with pytest.raises(ValueError):
         Link(source="a", target="b", export_node="national", peer_node="municipal.health")
+
+
+def test_mm2_properties_carry_the_hubs_sasl_settings_to_every_cluster() -> None:
+    from pydantic import SecretStr
+
+    from hub.broker.kafka_config import java_client_properties
+    from hub.settings import Settings
+
+    secure = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-256",
+                      kafka_username="hub", kafka_password=SecretStr("s3cret"))
+    client = java_client_properties(secure)
+    assert client["sasl.jaas.config"] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required username="hub" password="s3cret";')
+    assert java_client_properties(secure, "${env:HUB_KAFKA_PASSWORD}")["sasl.jaas.config"].endswith(
+        'password="${env:HUB_KAFKA_PASSWORD}";')
+    assert java_client_properties(Settings()) == {}
+    from hub.federation.model import load_federation_config
+    from hub.settings import REPO_ROOT
+
+    config = load_federation_config(REPO_ROOT / "config" / "federation.example.yaml")
+    props = mm2_properties(config, client)
+    for alias in ("shanghai", "national"):
+        assert props[f"{alias}.security.protocol"] == "SASL_PLAINTEXT"
+        assert props[f"{alias}.sasl.mechanism"] == "SCRAM-SHA-256"
