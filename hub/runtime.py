@@ -15,12 +15,14 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mode
 import uvicorn
+from mode.utils.logging import setup_logging
 from prometheus_client import CollectorRegistry, start_http_server
 
 from hub.kafka_logging import KafkaLogFilter, install_kafka_log_filter
@@ -202,10 +204,74 @@ def tune_gc() -> None:
 
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
-    with one partition, which would break partition-index ownership). Node topics follow the control plane."""
+    with one partition, which would break partition-index ownership), then wait until the new topics have
+    partition leaders, so the clients do not start with a round of "not leader" errors. Node topics follow the
+    control plane."""
+    return asyncio.run(_prepare_topics(settings, bootstrap))
+
+
+async def _prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
+    from aiokafka.errors import KafkaConnectionError
+
     from hub.broker.topics import ensure_topics, worker_topics
 
-    return asyncio.run(ensure_topics(settings, bootstrap, worker_topics(())))
+    started = time.monotonic()
+    warned_at = 0.0
+    log.info("waiting for the Kafka broker at %s", bootstrap)
+    while True:
+        try:
+            created = await ensure_topics(settings, bootstrap, worker_topics(()))
+            break
+        except KafkaConnectionError:
+            waited = time.monotonic() - started
+            if waited > settings.broker_start_timeout:
+                raise RuntimeError(f"no Kafka broker answered at {bootstrap} within "
+                                   f"{settings.broker_start_timeout:.0f} s: start it (`hub broker start`) or fix "
+                                   f"HUB_BOOTSTRAP") from None
+            if waited - warned_at >= settings.broker_unreachable_warn:
+                warned_at = waited
+                log.warning("the Kafka broker at %s has not answered for %.0f s; still trying. Check it runs "
+                            "(`hub broker status`) and that HUB_BOOTSTRAP is right", bootstrap, waited)
+            await asyncio.sleep(1.0)
+    if created:
+        await _wait_for_leaders(settings, bootstrap, created)
+    return created
+
+
+def leaderless(described: list[dict[str, Any]]) -> list[str]:
+    """``topic/partition`` of every partition without a leader yet, from an admin ``describe_topics`` answer (a
+    topic still unknown to the metadata counts as one leaderless entry)."""
+    out = []
+    for topic in described:
+        partitions = topic.get("partitions") or []
+        if topic.get("error_code") or not partitions:
+            out.append(f"{topic.get('topic')}/*")
+        out += [f"{topic.get('topic')}/{p.get('partition')}" for p in partitions
+                if p.get("error_code") or p.get("leader", -1) < 0]
+    return out
+
+
+async def _wait_for_leaders(settings: Settings, bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    """Until the new topics' partitions all have leaders (or ``timeout``: the clients retry by themselves)."""
+    from aiokafka.errors import KafkaError
+
+    from hub.broker.clients import make_admin
+
+    log.info("waiting for partition leaders of %d new topics", len(topics))
+    admin = make_admin(settings, bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not leaderless(await admin.describe_topics(topics)):
+                    return
+            except KafkaError:  # an election under way: ask again
+                pass
+            await asyncio.sleep(0.2)
+        log.info("partition leaders still being elected after %.0f s; the clients retry meanwhile", timeout)
+    finally:
+        await admin.close()
 
 
 def ensure_operator_token(settings: Settings) -> Path:
@@ -264,8 +330,10 @@ def run_worker(
     kafka_filter = KafkaLogFilter(bootstrap, settings.broker_unreachable_warn,
                                   starting=lambda: not status_service.running)
     status_service.kafka_filter = kafka_filter
+    # the log set up before the first broker contact (not when the mode Worker starts): what the start-up waits
+    # for is logged, and the Kafka client's records are classified, from the first one
+    setup_logging(loglevel=loglevel or settings.log_level)
     quiet_libraries(kafka_filter)
-    log.info("waiting for the Kafka broker at %s (creating the hub's topics)", bootstrap)
     prepare_topics(settings, bootstrap)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -279,8 +347,7 @@ def run_worker(
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
     tune_gc()
-    worker = HubModeWorker(*services, watchdog=dog, on_root_logger=lambda: quiet_libraries(kafka_filter),
-                           loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = HubModeWorker(*services, watchdog=dog, override_logging=False, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     finally:

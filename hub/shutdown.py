@@ -200,14 +200,9 @@ class HubModeWorker(mode.Worker):
     """``mode.Worker`` with the hub's stop: the watchdog armed by the first signal, a second one exits at once,
     and the loop's own wind-down (mode waits up to ~2 s for stray tasks and a sentinel sleep) kept short."""
 
-    def __init__(self, *services: mode.ServiceT, watchdog: Watchdog, on_root_logger: Callable[[], None],
-                 **kwargs: Any) -> None:
+    def __init__(self, *services: mode.ServiceT, watchdog: Watchdog, **kwargs: Any) -> None:
         super().__init__(*services, **kwargs)
         self._watchdog = watchdog
-        self._on_root_logger = on_root_logger
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        self._on_root_logger()
 
     def _on_sigint(self) -> None:
         if not self._watchdog.on_signal(signal.SIGINT):

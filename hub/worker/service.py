@@ -133,6 +133,7 @@ class HubWorker(mode.Service):
             session_timeout_ms=int(s.consumer_session_timeout * 1000),
             heartbeat_interval_ms=int(max(0.5, s.consumer_session_timeout / 10) * 1000),
         )
+        log.info("joining consumer group %s on %s", s.app_id, self.bootstrap)
         await self.consumer.start()
         await self._follow_once()
         for coro in (self._intake(), self._follow_control(), self._committer(), self._idle()):

@@ -1,0 +1,138 @@
+"""The bounded stop (hub.shutdown) and the Kafka client log classification (hub.kafka_logging)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from hub import shutdown
+from hub.kafka_logging import KafkaLogFilter, Outage, classify
+from hub.runtime import leaderless
+from hub.shutdown import StopBudget, bounded, forces_exit, time_left
+
+
+# ---------------------------------------------------------------- stop budget
+def test_time_left_is_the_rest_of_the_deadline_capped_and_never_negative() -> None:
+    assert time_left(10.0, 4.0) == 6.0
+    assert time_left(10.0, 4.0, cap=2.0) == 2.0
+    assert time_left(10.0, 12.0) == 0.0
+    assert time_left(None, 4.0, cap=3.0) == 3.0
+
+
+def test_a_second_signal_forces_only_when_it_is_not_the_echo_of_the_first() -> None:
+    assert not forces_exit(None, 100.0)  # the first one
+    assert not forces_exit(100.0, 100.3)  # the same Ctrl-C, delivered to the process group and forwarded
+    assert forces_exit(100.0, 101.5)
+
+
+def test_the_budget_starts_at_the_first_stop_and_is_shared_by_the_steps() -> None:
+    now = [50.0]
+    budget = StopBudget(6.0, clock=lambda: now[0])
+    assert budget.deadline is None
+    budget.start()
+    now[0] = 52.0
+    budget.start()  # a later start does not move the deadline
+    assert budget.left() == 4.0
+    assert budget.left(cap=1.0) == 1.0
+    now[0] = 60.0
+    assert budget.left() == 0.0
+
+
+async def test_a_step_that_does_not_finish_in_the_budget_is_cut_short_and_never_raises(
+        caplog: pytest.LogCaptureFixture) -> None:
+    shutdown.reset_stop_budget(0.2)
+    caplog.set_level(logging.INFO, logger="hub")
+
+    async def hangs() -> None:
+        await asyncio.sleep(30)
+
+    async def fails() -> None:
+        raise RuntimeError("broker gone")
+
+    async def quick() -> None:
+        return None
+
+    assert await bounded(quick(), "quick") is True
+    assert await bounded(hangs(), "leaving the group") is False
+    assert await bounded(fails(), "flushing") is False
+    assert "leaving the group did not finish" in caplog.text
+    assert shutdown.steps_in_progress() == []
+    shutdown.reset_stop_budget(6.0)
+
+
+# ---------------------------------------------------------------- Kafka client records
+@pytest.mark.parametrize("message", [
+    "Failed fetch offsets from 1: NotLeaderForPartitionError",
+    "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+    "Failed fetch messages from 1: NodeNotReadyError: Attempt to send a request to node which is not ready",
+    "Unable to update metadata from [1]",
+    "Heartbeat failed for group hub because it is rebalancing",
+])
+def test_retriable_start_up_noise_is_debug(message: str) -> None:
+    assert classify(logging.ERROR, message, starting=True).level == logging.DEBUG
+    assert classify(logging.ERROR, message, starting=False).level == logging.DEBUG
+
+
+def test_an_unreachable_broker_is_debug_per_record_but_counted() -> None:
+    verdict = classify(logging.ERROR, "Unable connect to node with id 1: [Errno 111] Connection refused",
+                       starting=False)
+    assert verdict.level == logging.DEBUG and verdict.unreachable
+
+
+def test_what_needs_the_operator_stays_loud_and_says_what_to_do() -> None:
+    auth = classify(logging.ERROR, "SaslAuthenticationFailedError: Authentication failed during authentication "
+                    "due to invalid credentials with SASL mechanism SCRAM-SHA-256", starting=True)
+    assert auth.level == logging.ERROR and "HUB_KAFKA_PASSWORD" in (auth.advice or "")
+    acl = classify(logging.WARNING, "Topic ingress.x is not authorized for this client", starting=False)
+    assert acl.level == logging.ERROR and "hub acl sync" in (acl.advice or "")
+
+
+def test_an_unknown_topic_is_normal_while_starting_and_a_warning_afterwards() -> None:
+    message = "Topic feed.x not found in cluster metadata"
+    assert classify(logging.WARNING, message, starting=True).level == logging.DEBUG
+    later = classify(logging.WARNING, message, starting=False)
+    assert later.level == logging.WARNING and later.advice
+
+
+def test_anything_else_is_left_as_it_is() -> None:
+    assert classify(logging.ERROR, "Unexpected error in sender routine", starting=False).level == logging.ERROR
+
+
+def test_an_outage_is_reported_once_it_lasts_and_then_again_only_every_period() -> None:
+    outage = Outage(warn_after_s=30, quiet_s=5)
+    assert outage.failure(0.0) is None
+    assert outage.failure(3.0) is None
+    assert outage.failure(10.0) is None  # a gap of more than 5 s: a new outage from 10
+    reports = {t: got for t in range(11, 75) if (got := outage.failure(float(t))) is not None}
+    assert reports == {40: 30.0, 70: 60.0}
+
+
+def test_the_filter_drops_lowered_records_and_warns_about_a_long_outage(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    flt = KafkaLogFilter("127.0.0.1:9", warn_after_s=10, starting=lambda: False, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING)
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka.conn", level, __file__, 1, msg, None, None)
+
+    assert flt.filter(record(logging.ERROR, "Group Coordinator Request failed: [Error 15]")) is False
+    for t in range(0, 12):
+        now[0] = float(t)
+        flt.filter(record(logging.ERROR, "Unable connect to node with id 1: [Errno 111] Connection refused"))
+    warnings = [r for r in caplog.records if r.name == "hub"]
+    assert len(warnings) == 1 and "has not answered for 10 s" in warnings[0].getMessage()
+    kept = record(logging.ERROR, "Unexpected error in sender routine")
+    assert flt.filter(kept) is True and kept.levelno == logging.ERROR
+
+
+def test_partitions_without_a_leader_are_listed() -> None:
+    described = [
+        {"topic": "a", "error_code": 0, "partitions": [{"partition": 0, "leader": 1, "error_code": 0},
+                                                       {"partition": 1, "leader": -1, "error_code": 0}]},
+        {"topic": "b", "error_code": 3, "partitions": []},
+        {"topic": "c", "error_code": 0, "partitions": [{"partition": 0, "leader": 1, "error_code": 5}]},
+    ]
+    assert leaderless(described) == ["a/1", "b/*", "c/0"]
+    assert leaderless([]) == []
