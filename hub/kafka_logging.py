@@ -6,17 +6,19 @@ and every 100 ms while a broker is unreachable (``Unable connect to node``). A n
 and the flood hides what they can act on. ``classify`` (a pure function) decides per record:
 
 * transient, retriable conditions → DEBUG (shown only with ``HUB_LOG_LEVEL=DEBUG``);
-* conditions that need the operator (authentication or authorisation refused, an unknown topic that is not
-  being created) → kept at WARNING/ERROR, with what to do appended;
+* conditions that need the operator (authentication or authorisation refused) → kept at ERROR, with what to do
+  appended;
+* conditions that are transient at first but need the operator if they last (the broker unreachable; a topic
+  missing from the metadata, normal for a moment after the hub creates it, but not for long unless the broker
+  refuses to create it) → DEBUG per record, and ``KafkaLogFilter`` logs one WARNING saying what to check once
+  they have lasted ``Settings.broker_unreachable_warn`` seconds (and again every that many seconds);
 * anything else → unchanged (an unexpected library error is still seen).
-
-A broker unreachable for longer than ``Settings.broker_unreachable_warn`` seconds is reported by ``KafkaLogFilter``
-itself at WARNING, once per outage (and again every that many seconds), saying what to check.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,28 +55,31 @@ ACTIONABLE = (
      "the broker's ACLs deny the hub: it needs a super user or the ACLs `hub acl sync` grants"),
 )
 UNKNOWN_TOPIC = ("UnknownTopicOrPartition", "not found in cluster metadata", "unknown topic")
-UNKNOWN_TOPIC_ADVICE = ("a topic the hub uses does not exist; the hub creates its own and node topics, so check "
-                        "the broker allows topic creation by the hub (and has not deleted them)")
+UNKNOWN_TOPIC_ADVICE = ("the hub creates its own and its nodes' topics, so check that the broker lets the hub "
+                        "create topics (ACLs, CreateTopics policy) and that nobody deleted it")
 
 
 @dataclass(frozen=True)
 class Verdict:
     level: int
     advice: str | None = None
-    unreachable: bool = False
+    lasting: str | None = None  # a condition to report if it lasts: "broker" or "topic <name>"
 
 
-def classify(level: int, message: str, *, starting: bool) -> Verdict:
-    """The level a Kafka client record deserves (and what the operator should do, if anything).
+_TOPIC_NAME = re.compile(r"[Tt]opic '?([A-Za-z0-9._-]+)'?")
 
-    ``starting``: the hub is still starting, when unknown topics are normal (they are being created)."""
+
+def classify(level: int, message: str) -> Verdict:
+    """The level a Kafka client record deserves, what the operator should do (if anything), and whether it is a
+    condition to report if it lasts."""
     for pattern, actionable_level, advice in ACTIONABLE:
         if pattern.lower() in message.lower():
             return Verdict(max(level, actionable_level), advice)
     if any(p in message for p in UNKNOWN_TOPIC):
-        return Verdict(logging.DEBUG) if starting else Verdict(max(level, logging.WARNING), UNKNOWN_TOPIC_ADVICE)
+        name = _TOPIC_NAME.search(message)
+        return Verdict(logging.DEBUG, lasting=f"topic {name.group(1) if name else '?'}")
     if any(p in message for p in UNREACHABLE):
-        return Verdict(logging.DEBUG, unreachable=True)
+        return Verdict(logging.DEBUG, lasting="broker")
     if any(p in message for p in TRANSIENT):
         return Verdict(logging.DEBUG)
     return Verdict(level)
@@ -107,35 +112,48 @@ class Outage:
 
 
 class KafkaLogFilter(logging.Filter):
-    """Applies ``classify`` to the Kafka client loggers' records: lowers, raises or drops them."""
+    """Applies ``classify`` to the Kafka client loggers' records: lowers, raises or drops them, and reports the
+    conditions that last."""
 
-    def __init__(self, bootstrap: str, warn_after_s: float, starting: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, bootstrap: str, warn_after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.bootstrap = bootstrap
-        self.starting = starting
+        self.warn_after_s = warn_after_s
         self.clock = clock
-        self.outage = Outage(warn_after_s)
+        self.lasting: dict[str, Outage] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # a malformed record: let logging report it as usual
             return True
-        verdict = classify(record.levelno, message, starting=self.starting())
-        if verdict.unreachable:
-            length = self.outage.failure(self.clock())
-            if length is not None:
-                log.warning("the Kafka broker at %s has not answered for %.0f s: the hub retries, but nothing is "
-                            "exchanged meanwhile. Check it runs (`hub broker status`, or your cluster's health) "
-                            "and that HUB_BOOTSTRAP is right", self.bootstrap, length)
+        verdict = classify(record.levelno, message)
+        if verdict.lasting is not None:
+            self._track(verdict.lasting)
         if verdict.level != record.levelno:
             if verdict.level < logging.getLogger().getEffectiveLevel():
                 return False
             record.levelno, record.levelname = verdict.level, logging.getLevelName(verdict.level)
         if verdict.advice:
-            record.msg, record.args = f"{message} -- {verdict.advice}", None
+            record.msg, record.args = f"{message} -- {verdict.advice}", ()
         return True
+
+    def _track(self, condition: str) -> None:
+        outage = self.lasting.get(condition)
+        if outage is None:
+            if len(self.lasting) > 1000:  # bounded: topics come and go
+                self.lasting.clear()
+            outage = self.lasting[condition] = Outage(self.warn_after_s)
+        length = outage.failure(self.clock())
+        if length is None:
+            return
+        if condition == "broker":
+            log.warning("the Kafka broker at %s has not answered for %.0f s: the hub retries, but nothing is "
+                        "exchanged meanwhile. Check it runs (`hub broker status`, or your cluster's health) and "
+                        "that HUB_BOOTSTRAP is right", self.bootstrap, length)
+        else:
+            log.warning("%s has been missing from the broker's metadata for %.0f s: %s", condition, length,
+                        UNKNOWN_TOPIC_ADVICE)
 
 
 def install_kafka_log_filter(log_filter: KafkaLogFilter) -> None:

@@ -299,11 +299,9 @@ class StatusService(mode.Service):
         self.bootstrap = bootstrap
         self.status = status
         self.kafka_filter = kafka_filter
-        self.running = False
 
     async def on_started(self) -> None:
         quiet_libraries(self.kafka_filter)
-        self.running = True  # from now on an unknown topic is worth a warning (see hub.kafka_logging)
         if self.status is not None:
             status_file(self.settings).parent.mkdir(parents=True, exist_ok=True)
             status_file(self.settings).write_text(json.dumps(self.status, indent=2))
@@ -327,8 +325,7 @@ def run_worker(
     reset_stop_budget(settings.stop_grace)
     dog = watchdog() or install_watchdog(settings.stop_timeout)
     status_service = StatusService(settings, bootstrap, status)
-    kafka_filter = KafkaLogFilter(bootstrap, settings.broker_unreachable_warn,
-                                  starting=lambda: not status_service.running)
+    kafka_filter = KafkaLogFilter(bootstrap, settings.broker_unreachable_warn)
     status_service.kafka_filter = kafka_filter
     # the log set up before the first broker contact (not when the mode Worker starts): what the start-up waits
     # for is logged, and the Kafka client's records are classified, from the first one

@@ -71,33 +71,30 @@ async def test_a_step_that_does_not_finish_in_the_budget_is_cut_short_and_never_
     "Heartbeat failed for group hub because it is rebalancing",
 ])
 def test_retriable_start_up_noise_is_debug(message: str) -> None:
-    assert classify(logging.ERROR, message, starting=True).level == logging.DEBUG
-    assert classify(logging.ERROR, message, starting=False).level == logging.DEBUG
+    assert classify(logging.ERROR, message).level == logging.DEBUG
+    assert classify(logging.ERROR, message).level == logging.DEBUG
 
 
-def test_an_unreachable_broker_is_debug_per_record_but_counted() -> None:
-    verdict = classify(logging.ERROR, "Unable connect to node with id 1: [Errno 111] Connection refused",
-                       starting=False)
-    assert verdict.level == logging.DEBUG and verdict.unreachable
+def test_an_unreachable_broker_is_debug_per_record_but_tracked() -> None:
+    verdict = classify(logging.ERROR, "Unable connect to node with id 1: [Errno 111] Connection refused")
+    assert verdict.level == logging.DEBUG and verdict.lasting == "broker"
 
 
 def test_what_needs_the_operator_stays_loud_and_says_what_to_do() -> None:
     auth = classify(logging.ERROR, "SaslAuthenticationFailedError: Authentication failed during authentication "
-                    "due to invalid credentials with SASL mechanism SCRAM-SHA-256", starting=True)
+                    "due to invalid credentials with SASL mechanism SCRAM-SHA-256")
     assert auth.level == logging.ERROR and "HUB_KAFKA_PASSWORD" in (auth.advice or "")
-    acl = classify(logging.WARNING, "Topic ingress.x is not authorized for this client", starting=False)
+    acl = classify(logging.WARNING, "Topic ingress.x is not authorized for this client")
     assert acl.level == logging.ERROR and "hub acl sync" in (acl.advice or "")
 
 
-def test_an_unknown_topic_is_normal_while_starting_and_a_warning_afterwards() -> None:
-    message = "Topic feed.x not found in cluster metadata"
-    assert classify(logging.WARNING, message, starting=True).level == logging.DEBUG
-    later = classify(logging.WARNING, message, starting=False)
-    assert later.level == logging.WARNING and later.advice
+def test_an_unknown_topic_is_debug_per_record_but_tracked_per_topic() -> None:
+    verdict = classify(logging.ERROR, "Topic feed.x not found in cluster metadata")
+    assert verdict.level == logging.DEBUG and verdict.lasting == "topic feed.x"
 
 
 def test_anything_else_is_left_as_it_is() -> None:
-    assert classify(logging.ERROR, "Unexpected error in sender routine", starting=False).level == logging.ERROR
+    assert classify(logging.ERROR, "Unexpected error in sender routine").level == logging.ERROR
 
 
 def test_an_outage_is_reported_once_it_lasts_and_then_again_only_every_period() -> None:
@@ -111,7 +108,7 @@ def test_an_outage_is_reported_once_it_lasts_and_then_again_only_every_period() 
 
 def test_the_filter_drops_lowered_records_and_warns_about_a_long_outage(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
-    flt = KafkaLogFilter("127.0.0.1:9", warn_after_s=10, starting=lambda: False, clock=lambda: now[0])
+    flt = KafkaLogFilter("127.0.0.1:9", warn_after_s=10, clock=lambda: now[0])
     caplog.set_level(logging.WARNING)
 
     def record(level: int, msg: str) -> logging.LogRecord:
@@ -136,3 +133,25 @@ def test_partitions_without_a_leader_are_listed() -> None:
     ]
     assert leaderless(described) == ["a/1", "b/*", "c/0"]
     assert leaderless([]) == []
+
+
+def test_advice_is_appended_and_the_record_still_formats() -> None:
+    flt = KafkaLogFilter("127.0.0.1:9", warn_after_s=10)
+    record = logging.LogRecord("aiokafka.consumer", logging.WARNING, __file__, 1,
+                               "Topic %s is not authorized for this client", ("ingress.x",), None)
+    assert flt.filter(record) is True
+    text = logging.Formatter("%(levelname)s %(message)s").format(record)
+    assert text.startswith("ERROR Topic ingress.x is not authorized") and "hub acl sync" in text
+
+
+def test_a_topic_missing_for_long_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    flt = KafkaLogFilter("127.0.0.1:9", warn_after_s=10, clock=lambda: now[0])
+    caplog.set_level(logging.WARNING)
+    for t in range(0, 12):
+        now[0] = float(t)
+        record = logging.LogRecord("aiokafka.cluster", logging.ERROR, __file__, 1,
+                                   "Topic %s not found in cluster metadata", ("feed.y",), None)
+        assert flt.filter(record) is False
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "hub"]
+    assert warning.startswith("topic feed.y has been missing") and "create topics" in warning
