@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration lint bench up clean
+.PHONY: setup demo test unit integration lint bench up clean stress
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,10 @@ unit: setup
 
 integration: setup
 	.venv/bin/pytest -q tests/integration
+
+# `make test` 5 times in a row beside a CPU burner; stops at the first failure (RUNS=1 for one round).
+stress: setup
+	bash scripts/stress-test.sh --runs $(or $(RUNS),5)
 
 lint:
 	.venv/bin/ruff check .

@@ -66,11 +66,11 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("WARNING", description="level of the hub's own log (DEBUG, INFO, WARNING, ERROR)")
     stop_grace: float = Field(
-        6.0, gt=0, description="seconds after SIGINT/SIGTERM that the shutdown steps (finish and commit what is in "
+        5.0, gt=0, description="seconds after SIGINT/SIGTERM that the shutdown steps (finish and commit what is in "
         "flight, leave the group, flush) may take together; a step still waiting then is skipped",
     )
     stop_timeout: float = Field(
-        8.5, gt=0, description="hard deadline after SIGINT/SIGTERM: the process exits with code 75, skipping "
+        8.0, gt=0, description="hard deadline after SIGINT/SIGTERM: the process exits with code 75, skipping "
         "whatever still waits (uncommitted input is read again; nothing accepted is lost)",
     )
     broker_unreachable_warn: float = Field(

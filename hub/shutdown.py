@@ -2,11 +2,11 @@
 
 A stop (SIGINT or SIGTERM) has two limits, both counted from the first signal:
 
-* the **grace budget** (``Settings.stop_grace``, 6 s): every shutdown step (finish the batches in flight and
+* the **grace budget** (``Settings.stop_grace``, 5 s): every shutdown step (finish the batches in flight and
   commit them, leave the group, flush the producer, close the API's clients) gets what is left of it, so a
   broker that is gone or paused cannot make the steps add up to minutes (each aiokafka ``stop`` may wait for
   an unreachable coordinator or an unacknowledged flush);
-* the **hard deadline** (``Settings.stop_timeout``, 8.5 s): a watchdog *thread* (it still runs if the event
+* the **hard deadline** (``Settings.stop_timeout``, 8 s): a watchdog *thread* (it still runs if the event
   loop is stuck) logs what is still stopping, runs the registered last-resort actions (kill an owned broker)
   and exits with ``FORCED_EXIT``.
 
@@ -68,7 +68,7 @@ class StopBudget:
         return time_left(self.deadline, self.clock(), cap)
 
 
-_budget = StopBudget(6.0)
+_budget = StopBudget(5.0)
 
 
 def stop_budget() -> StopBudget:

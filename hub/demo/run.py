@@ -56,7 +56,7 @@ class Expectation:
     received: Counter[str] = field(default_factory=Counter)
 
 
-HUB_STOP_WAIT_S = 9.5  # `hub up` ends within its stop_timeout (8.5 s); after this it is killed
+HUB_STOP_WAIT_S = 9.5  # `hub up` ends within its stop_timeout (8 s); after this it is killed
 
 
 def _die_with_demo() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -182,7 +182,8 @@ def test_hub_up_starts_without_error_lines_on_a_healthy_broker(cluster: Cluster)
     assert error_lines(proc.output()) == [], proc.output()[-3000:]
 
 
-@pytest.mark.parametrize("broker_state", ["running", "stopped", "paused"])
+# stopped last: no broker restart is needed between the cases
+@pytest.mark.parametrize("broker_state", ["running", "paused", "stopped"])
 def test_sigint_and_sigterm_end_hub_up_and_hub_worker_within_10_s(cluster: Cluster, broker_state: str) -> None:
     if cluster.broker.status() is None:
         cluster.start_broker()
@@ -230,3 +231,38 @@ def test_sigint_and_sigterm_end_hub_up_and_hub_worker_within_10_s(cluster: Clust
         took, code, left = results[proc.name]
         assert took < STOP_LIMIT_S and code in STOP_CODES and not left, (
             f"{proc.name}: exit {code} after {took} s, children left {left}:\n{proc.output()[-2500:]}")
+
+
+def test_hub_up_with_its_own_paused_broker_stops_both_within_10_s(cluster: Cluster) -> None:
+    """`hub up` without a bootstrap starts (owns) a broker; paused, that broker ignores SIGTERM until resumed, so
+    `hub up` resumes it, and SIGKILLs it at the deadline: it must never outlive `hub up`."""
+    state, port = cluster.root / "owned", free_port()
+    env = dict(os.environ, HUB_STATE_DIR=str(state), HUB_API_PORT=str(port), HUB_APP_ID=f"sd-{uuid.uuid4().hex[:8]}",
+               HUB_BROKER_PORT=str(free_port()), HUB_BROKER_CONTROLLER_PORT=str(free_port()))
+    env.pop("HUB_BOOTSTRAP", None)
+    proc = cluster.spawn("owned-up", ["up"], env)
+    try:
+        wait_for(lambda: api_ready(proc, f"http://127.0.0.1:{port}", state), 120, "hub up (own broker) ready")
+        broker = LocalBroker(Settings(state_dir=state)).status()
+        assert broker is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        wait_for(lambda: paused(broker.pid), 5, "the owned broker paused")
+    finally:
+        took, code, left = proc.stop_with(signal.SIGTERM)
+    print(f"hub up with its own paused broker: SIGTERM -> exit {code} after {took:.1f} s")
+    assert took < STOP_LIMIT_S and code in STOP_CODES, proc.output()[-3000:]
+    assert not alive(broker.pid) and not left, f"left behind: broker {broker.pid}, {left}"
+
+
+def test_sigterm_ends_hub_demo_and_its_hub_within_10_s(cluster: Cluster) -> None:
+    """`hub demo` runs `hub up` as a child; SIGTERM to the demo alone (no process group signal) stops both."""
+    state, port = cluster.root / "demo", free_port()
+    proc = cluster.spawn("demo", ["demo", "--records", "100000"],
+                         cluster.env(HUB_STATE_DIR=str(state), HUB_API_PORT=str(port)))
+    try:
+        wait_for(lambda: api_ready(proc, f"http://127.0.0.1:{port}", state), 120, "the demo's hub ready")
+        wait_for(lambda: len(descendants(proc.popen.pid)) >= 1, 5, "the demo's hub up child")
+    finally:
+        took, code, left = proc.stop_with(signal.SIGTERM)
+    print(f"hub demo: SIGTERM -> exit {code} after {took:.1f} s")
+    assert took < STOP_LIMIT_S and code == 130 and not left, f"exit {code}, left {left}:\n{proc.output()[-3000:]}"

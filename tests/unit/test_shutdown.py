@@ -59,7 +59,7 @@ async def test_a_step_that_does_not_finish_in_the_budget_is_cut_short_and_never_
     assert await bounded(fails(), "flushing") is False
     assert "leaving the group did not finish" in caplog.text
     assert shutdown.steps_in_progress() == []
-    shutdown.reset_stop_budget(6.0)
+    shutdown.reset_stop_budget(5.0)
 
 
 # ---------------------------------------------------------------- Kafka client records
