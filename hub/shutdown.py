@@ -21,6 +21,7 @@ second signal, 70 (``hub.worker.service.FATAL_EXIT``) a batch that could not be 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -145,25 +146,34 @@ class Watchdog:
             self._timer.cancel()
 
     def force(self, why: str) -> None:
-        """Exit now (from any thread): say what was still stopping, run the last-resort actions, exit 75."""
-        try:
-            pending = self.describe()
-        except Exception as exc:  # a diagnostic must never prevent the exit
-            pending = [f"(unknown: {exc!r})"]
-        log.error("%s: exiting with code %d while still stopping: %s. Nothing accepted is lost: input whose "
-                  "outputs were not all acknowledged was not committed and is read again.",
-                  why, FORCED_EXIT, ", ".join(pending) or "nothing known")
-        for action in self.last_resort:
+        """Exit now (from any thread): run the last-resort actions, say what was still stopping, exit 75.
+
+        The report runs in a helper thread given at most a second: if the event loop's thread is blocked inside
+        a log handler (a full pipe nobody reads), logging from here would wait for it forever."""
+        done = threading.Event()
+
+        def report() -> None:
+            for action in self.last_resort:
+                try:
+                    action()
+                except Exception as exc:
+                    log.error("last-resort stop action failed: %r", exc)
             try:
-                action()
-            except Exception as exc:
-                log.error("last-resort stop action failed: %r", exc)
-        for handler in logging.getLogger().handlers:
-            try:
-                handler.flush()
-            except Exception:  # noqa: S110 - exiting anyway
-                pass
-        sys.stdout.flush()
+                pending = self.describe()
+            except Exception as exc:  # a diagnostic must never prevent the exit
+                pending = [f"(unknown: {exc!r})"]
+            log.error("%s: exiting with code %d while still stopping: %s. Nothing accepted is lost: input whose "
+                      "outputs were not all acknowledged was not committed and is read again.",
+                      why, FORCED_EXIT, ", ".join(pending) or "nothing known")
+            for handler in logging.getLogger().handlers:
+                with contextlib.suppress(Exception):
+                    handler.flush()
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+            done.set()
+
+        threading.Thread(target=report, name="hub-forced-exit", daemon=True).start()
+        done.wait(1.0)
         os._exit(FORCED_EXIT)
 
 

@@ -153,9 +153,9 @@ def up(
     from hub.shutdown import install_watchdog
 
     settings = settings_with(bootstrap=bootstrap, api_port=api_port)
-    dog = install_watchdog(settings.stop_timeout)  # from here on, a signal stops within the deadline
     owned: LocalBroker | None = None
     try:
+        dog = install_watchdog(settings.stop_timeout)  # from here on, a signal stops within the deadline
         try:
             address, owned, settings = resolve_bootstrap(settings, start_owned=True)
         except BrokerError as exc:
@@ -206,8 +206,8 @@ def worker(
     from hub.shutdown import install_watchdog
 
     settings = settings_with(bootstrap=bootstrap, worker_metrics_port=metrics_port)
-    install_watchdog(settings.stop_timeout)
     try:
+        install_watchdog(settings.stop_timeout)
         address, _, settings = resolve_bootstrap(settings, start_owned=False)
         run_worker(settings, address, with_api=False, metrics_port=settings.worker_metrics_port)
     except KeyboardInterrupt:  # a signal while starting: stopped as asked

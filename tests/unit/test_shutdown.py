@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +161,56 @@ def test_a_topic_missing_for_long_is_reported_once(caplog: pytest.LogCaptureFixt
         assert flt.filter(record) is False
     [warning] = [r.getMessage() for r in caplog.records if r.name == "hub"]
     assert warning.startswith("topic feed.y has been missing") and "create topics" in warning
+
+
+# ---------------------------------------------------------------- the hard deadline, in a real process
+STUCK = """
+import sys, time
+from pathlib import Path
+from hub import shutdown
+dog = shutdown.install_watchdog(float(sys.argv[1]))
+dog.last_resort.append(lambda: Path(sys.argv[2]).write_text("broker killed"))
+try:
+    print("ready", flush=True)
+    time.sleep(60)  # a start that does not notice the signal (KeyboardInterrupt disabled below)
+except KeyboardInterrupt:
+    if sys.argv[3] == "stuck":
+        dog.interrupt_on_signal = False
+        time.sleep(60)  # the stop hangs: only the watchdog ends it
+    sys.exit(0)
+"""
+
+
+def run_stuck(tmp_path: Path, timeout: float, mode: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", STUCK, str(timeout), str(tmp_path / "last-resort"), mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_signal_while_starting_unwinds_the_start_and_exits_0(tmp_path: Path) -> None:
+    proc = run_stuck(tmp_path, 5.0, "clean")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == 0 and time.monotonic() - started < 3
+    assert not (tmp_path / "last-resort").exists()
+
+
+def test_a_stop_that_hangs_is_ended_by_the_watchdog_with_75_after_the_last_resort(tmp_path: Path) -> None:
+    proc = run_stuck(tmp_path, 0.5, "stuck")
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == shutdown.FORCED_EXIT
+    assert time.monotonic() - started < 3
+    assert (tmp_path / "last-resort").read_text() == "broker killed"
+    assert proc.stderr is not None and "exiting with code 75" in proc.stderr.read()
+
+
+def test_a_second_signal_ends_the_stop_at_once(tmp_path: Path) -> None:
+    proc = run_stuck(tmp_path, 30.0, "stuck")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.2)  # the second signal must come 1 s after the first to count as a second one (not a wait)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(10) == shutdown.FORCED_EXIT and time.monotonic() - started < 3
