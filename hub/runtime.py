@@ -213,6 +213,7 @@ def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
 async def _prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     from aiokafka.errors import KafkaConnectionError
 
+    from hub.broker.manager import BrokerError
     from hub.broker.topics import ensure_topics, worker_topics
 
     started = time.monotonic()
@@ -225,7 +226,7 @@ async def _prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
         except KafkaConnectionError:
             waited = time.monotonic() - started
             if waited > settings.broker_start_timeout:
-                raise RuntimeError(f"no Kafka broker answered at {bootstrap} within "
+                raise BrokerError(f"no Kafka broker answered at {bootstrap} within "
                                    f"{settings.broker_start_timeout:.0f} s: start it (`hub broker start`) or fix "
                                    f"HUB_BOOTSTRAP") from None
             if waited - warned_at >= settings.broker_unreachable_warn:
