@@ -115,6 +115,11 @@ class Cluster:
         self.info, _ = self.broker.start(port=self.ports[0], controller_port=self.ports[1], owned=True)
         return self.info
 
+    def ensure_broker(self) -> BrokerInfo:
+        """Running (again, after a test stopped it): every test states what it needs, whatever ran before."""
+        running = self.broker.status()
+        return running if running is not None else self.start_broker()
+
     def env(self, **extra: str) -> dict[str, str]:
         assert self.info is not None
         return dict(os.environ, HUB_BOOTSTRAP=self.info.bootstrap, **extra)
@@ -173,6 +178,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def test_hub_up_starts_without_error_lines_on_a_healthy_broker(cluster: Cluster) -> None:
     """The first start on a fresh broker (topics created, leaders elected, group joined) is the noisiest."""
+    cluster.ensure_broker()
     proc, api, state = cluster.hub_up("quiet-up")
     try:
         wait_for(lambda: api_ready(proc, api, state), 90, "hub up ready")
@@ -182,11 +188,25 @@ def test_hub_up_starts_without_error_lines_on_a_healthy_broker(cluster: Cluster)
     assert error_lines(proc.output()) == [], proc.output()[-3000:]
 
 
+def test_sigterm_ends_hub_demo_and_its_hub_within_10_s(cluster: Cluster) -> None:
+    """`hub demo` runs `hub up` as a child; SIGTERM to the demo alone (no process group signal) stops both."""
+    cluster.ensure_broker()
+    state, port = cluster.root / "demo", free_port()
+    proc = cluster.spawn("demo", ["demo", "--records", "100000"],
+                         cluster.env(HUB_STATE_DIR=str(state), HUB_API_PORT=str(port)))
+    try:
+        wait_for(lambda: api_ready(proc, f"http://127.0.0.1:{port}", state), 120, "the demo's hub ready")
+        wait_for(lambda: len(descendants(proc.popen.pid)) >= 1, 5, "the demo's hub up child")
+    finally:
+        took, code, left = proc.stop_with(signal.SIGTERM)
+    print(f"hub demo: SIGTERM -> exit {code} after {took:.1f} s")
+    assert took < STOP_LIMIT_S and code == 130 and not left, f"exit {code}, left {left}:\n{proc.output()[-3000:]}"
+
+
 # stopped last: no broker restart is needed between the cases
 @pytest.mark.parametrize("broker_state", ["running", "paused", "stopped"])
 def test_sigint_and_sigterm_end_hub_up_and_hub_worker_within_10_s(cluster: Cluster, broker_state: str) -> None:
-    if cluster.broker.status() is None:
-        cluster.start_broker()
+    cluster.ensure_broker()
     up_int, api, up_state = cluster.hub_up(f"up-int-{broker_state}")
     wait_for(lambda: api_ready(up_int, api, up_state), 90, "the first hub up ready")
     token = (up_state / "operator.token").read_text().strip()
@@ -253,16 +273,3 @@ def test_hub_up_with_its_own_paused_broker_stops_both_within_10_s(cluster: Clust
     assert took < STOP_LIMIT_S and code in STOP_CODES, proc.output()[-3000:]
     assert not alive(broker.pid) and not left, f"left behind: broker {broker.pid}, {left}"
 
-
-def test_sigterm_ends_hub_demo_and_its_hub_within_10_s(cluster: Cluster) -> None:
-    """`hub demo` runs `hub up` as a child; SIGTERM to the demo alone (no process group signal) stops both."""
-    state, port = cluster.root / "demo", free_port()
-    proc = cluster.spawn("demo", ["demo", "--records", "100000"],
-                         cluster.env(HUB_STATE_DIR=str(state), HUB_API_PORT=str(port)))
-    try:
-        wait_for(lambda: api_ready(proc, f"http://127.0.0.1:{port}", state), 120, "the demo's hub ready")
-        wait_for(lambda: len(descendants(proc.popen.pid)) >= 1, 5, "the demo's hub up child")
-    finally:
-        took, code, left = proc.stop_with(signal.SIGTERM)
-    print(f"hub demo: SIGTERM -> exit {code} after {took:.1f} s")
-    assert took < STOP_LIMIT_S and code == 130 and not left, f"exit {code}, left {left}:\n{proc.output()[-3000:]}"
