@@ -141,10 +141,6 @@ class Watchdog:
             self.force(f"a second {signal.Signals(signum).name}")
         return force
 
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
     def force(self, why: str) -> None:
         """Exit now (from any thread): run the last-resort actions, say what was still stopping, exit 75.
 
