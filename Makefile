@@ -1,5 +1,5 @@
 # The two entry points on a fresh machine: `make demo` and `make test` (both set everything up first).
-.PHONY: setup demo test unit integration federation lint bench hostile fuzz faults soak up clean
+.PHONY: setup demo test unit integration federation lint bench hostile fuzz faults soak stress up clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +19,10 @@ integration: setup
 
 federation: setup
 	.venv/bin/pytest -q -m federation tests/integration/test_federation.py
+
+# `make test` 5 times in a row beside a CPU burner; stops at the first failure (RUNS=1 for one round).
+stress: setup
+	bash scripts/stress-test.sh --runs $(or $(RUNS),5)
 
 lint:
 	.venv/bin/ruff check .

@@ -22,11 +22,14 @@ from typing import Any
 
 import mode
 import uvicorn
+from mode.utils.logging import setup_logging
 from prometheus_client import CollectorRegistry, start_http_server
 
 from hub.contract import OBJECTIONS_TOPIC
+from hub.kafka_logging import KafkaLogFilter, install_kafka_log_filter
 from hub.metrics.bundle import TIERS, HubMetrics
 from hub.settings import Settings
+from hub.shutdown import HubModeWorker, bounded, install_signal_handlers, install_watchdog, reset_stop_budget, watchdog
 
 log = logging.getLogger("hub")
 
@@ -193,40 +196,34 @@ class ApiService(mode.Service):
             await asyncio.sleep(interval)
 
     async def on_stop(self) -> None:
+        """Every step within the process's stop budget (``hub.shutdown``): with the broker gone or paused, a
+        client's close may wait for requests that never complete."""
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._task, timeout=10)
-        for task in (self._watch, self._chain_watch, self._escalation, self._objection_watch):
+            await bounded(asyncio.shield(self._task), "the HTTP API", cap=3.0)
+        for task in (self._watch, self._chain_watch, self._escalation, self._objection_watch, self._expiry):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._expiry
-        if self._counts is not None:
-            await self._counts.stop()
-        if self._acl_follower is not None:
-            await self._acl_follower.stop()
-        if self._notifier is not None:
-            await self._notifier.stop()
-        if self._control is not None:
-            await self._control.stop()
-        if self._control_audit is not None:
-            await self._control_audit.stop()
-        if self._registry_client is not None:
-            await self._registry_client.aclose()
-        if self._registry_service is not None:
-            await self._registry_service.stop()
+        steps = (("the stats follower", self._counts, "stop"), ("the ACL follower", self._acl_follower, "stop"),
+                 ("the objection notifier", self._notifier, "stop"),
+                 ("the control plane", self._control, "stop"), ("the control audit log", self._control_audit, "stop"),
+                 ("the registry client", self._registry_client, "aclose"),
+                 ("the schema registry", self._registry_service, "stop"))
+        for what, component, method in steps:
+            if component is not None:
+                await bounded(getattr(component, method)(), what)
 
 
-def quiet_libraries() -> None:
-    """Library loggers at WARNING: building and dropping their DEBUG records costs ~25 µs an event, and their
-    start-up chatter (coordinator lookups while the broker elects leaders) is nothing an operator can act on."""
+def quiet_libraries(kafka_filter: KafkaLogFilter | None = None) -> None:
+    """Library loggers at WARNING: building and dropping their DEBUG records costs ~25 µs an event. The Kafka
+    client's retriable errors (coordinator lookups while the broker elects leaders, reconnects) are lowered to
+    DEBUG by ``kafka_filter``, and what needs the operator is kept and explained (``hub.kafka_logging``)."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if kafka_filter is not None:
+        install_kafka_log_filter(kafka_filter)
 
 
 def tune_gc() -> None:
@@ -240,10 +237,75 @@ def tune_gc() -> None:
 
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
-    with one partition, which would break partition-index ownership). Node topics follow the control plane."""
+    with one partition, which would break partition-index ownership), then wait until the new topics have
+    partition leaders, so the clients do not start with a round of "not leader" errors. Node topics follow the
+    control plane."""
+    return asyncio.run(_prepare_topics(settings, bootstrap))
+
+
+async def _prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
+    from aiokafka.errors import KafkaConnectionError
+
+    from hub.broker.manager import BrokerError
     from hub.broker.topics import ensure_topics, worker_topics
 
-    return asyncio.run(ensure_topics(settings, bootstrap, worker_topics(())))
+    started = time.monotonic()
+    warned_at = 0.0
+    log.info("waiting for the Kafka broker at %s", bootstrap)
+    while True:
+        try:
+            created = await ensure_topics(settings, bootstrap, worker_topics(()))
+            break
+        except KafkaConnectionError:
+            waited = time.monotonic() - started
+            if waited > settings.broker_start_timeout:
+                raise BrokerError(f"no Kafka broker answered at {bootstrap} within "
+                                   f"{settings.broker_start_timeout:.0f} s: start it (`hub broker start`) or fix "
+                                   f"HUB_BOOTSTRAP") from None
+            if waited - warned_at >= settings.broker_unreachable_warn:
+                warned_at = waited
+                log.warning("the Kafka broker at %s has not answered for %.0f s; still trying. Check it runs "
+                            "(`hub broker status`) and that HUB_BOOTSTRAP is right", bootstrap, waited)
+            await asyncio.sleep(1.0)
+    if created:
+        await _wait_for_leaders(settings, bootstrap, created)
+    return created
+
+
+def leaderless(described: list[dict[str, Any]]) -> list[str]:
+    """``topic/partition`` of every partition without a leader yet, from an admin ``describe_topics`` answer (a
+    topic still unknown to the metadata counts as one leaderless entry)."""
+    out = []
+    for topic in described:
+        partitions = topic.get("partitions") or []
+        if topic.get("error_code") or not partitions:
+            out.append(f"{topic.get('topic')}/*")
+        out += [f"{topic.get('topic')}/{p.get('partition')}" for p in partitions
+                if p.get("error_code") or p.get("leader", -1) < 0]
+    return out
+
+
+async def _wait_for_leaders(settings: Settings, bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
+    """Until the new topics' partitions all have leaders (or ``timeout``: the clients retry by themselves)."""
+    from aiokafka.errors import KafkaError
+
+    from hub.broker.clients import make_admin
+
+    log.info("waiting for partition leaders of %d new topics", len(topics))
+    admin = make_admin(settings, bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if not leaderless(await admin.describe_topics(topics)):
+                    return
+            except KafkaError:  # an election under way: ask again
+                pass
+            await asyncio.sleep(0.2)
+        log.info("partition leaders still being elected after %.0f s; the clients retry meanwhile", timeout)
+    finally:
+        await admin.close()
 
 
 def ensure_operator_token(settings: Settings) -> Path:
@@ -264,14 +326,16 @@ def status_file(settings: Settings) -> Path:
 class StatusService(mode.Service):
     """Started last: quietens the Kafka client loggers and writes ``hub status``'s file once everything runs."""
 
-    def __init__(self, settings: Settings, bootstrap: str, status: dict[str, Any] | None, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings, bootstrap: str, status: dict[str, Any] | None,
+                 kafka_filter: KafkaLogFilter | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.bootstrap = bootstrap
         self.status = status
+        self.kafka_filter = kafka_filter
 
     async def on_started(self) -> None:
-        quiet_libraries()
+        quiet_libraries(self.kafka_filter)
         if self.status is not None:
             status_file(self.settings).parent.mkdir(parents=True, exist_ok=True)
             status_file(self.settings).write_text(json.dumps(self.status, indent=2))
@@ -285,13 +349,22 @@ def run_worker(
     """Run the worker (and the API when ``with_api``) until a signal stops it.
 
     One ``mode.Worker`` owns the event loop and signals: Ctrl-C or SIGTERM stops the services in reverse order
-    (the worker finishes and commits what is in flight, then the API stops).
+    (the worker finishes and commits what is in flight, then the API stops), within the stop budget and the
+    hard deadline of ``hub.shutdown`` whatever the broker's state.
     """
     import uvloop
 
     from hub.worker.service import HubWorker
 
-    quiet_libraries()
+    reset_stop_budget(settings.stop_grace)
+    dog = watchdog() or install_watchdog(settings.stop_timeout)
+    status_service = StatusService(settings, bootstrap, status)
+    kafka_filter = KafkaLogFilter(bootstrap, settings.broker_unreachable_warn)
+    status_service.kafka_filter = kafka_filter
+    # the log set up before the first broker contact (not when the mode Worker starts): what the start-up waits
+    # for is logged, and the Kafka client's records are classified, from the first one
+    setup_logging(loglevel=loglevel or settings.log_level)
+    quiet_libraries(kafka_filter)
     prepare_topics(settings, bootstrap)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
@@ -301,13 +374,15 @@ def run_worker(
     if with_api:
         services.append(ApiService(settings, bootstrap, metrics_registry))
     services.append(HubWorker(settings, bootstrap, metrics))
-    services.append(StatusService(settings, bootstrap, status))
+    services.append(status_service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
     tune_gc()
-    worker = mode.Worker(*services, loglevel=loglevel or settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = HubModeWorker(*services, watchdog=dog, override_logging=False, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     finally:
+        dog.interrupt_on_signal = False  # the loop is closed; what is left (an owned broker's stop) must finish
+        install_signal_handlers(dog)
         if status is not None:
             status_file(settings).unlink(missing_ok=True)

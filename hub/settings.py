@@ -70,6 +70,17 @@ class Settings(BaseSettings):
         "so tests can stop a worker with batches in flight. Always 0 in production",
     )
     log_level: str = Field("WARNING", description="level of the hub's own log (DEBUG, INFO, WARNING, ERROR)")
+    stop_grace: float = Field(
+        5.0, gt=0, description="seconds after SIGINT/SIGTERM that the shutdown steps (finish and commit what is in "
+        "flight, leave the group, flush) may take together; a step still waiting then is skipped",
+    )
+    stop_timeout: float = Field(
+        8.0, gt=0, description="hard deadline after SIGINT/SIGTERM: the process exits with code 75, skipping "
+        "whatever still waits (uncommitted input is read again; nothing accepted is lost)",
+    )
+    broker_unreachable_warn: float = Field(
+        30.0, gt=0, description="seconds without reaching the Kafka broker before the hub logs a WARNING about it",
+    )
     consumer_session_timeout: float = Field(
         10.0, gt=0, description="seconds before a silent worker's partitions move to the others"
     )

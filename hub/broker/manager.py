@@ -460,10 +460,24 @@ class LocalBroker:
         self.info_file.unlink(missing_ok=True)
         return info
 
+    def kill(self) -> None:
+        """SIGKILL the broker this state dir started (a last resort: a stop that must end now; Kafka recovers its
+        log on the next start). Works on a paused (SIGSTOPped) broker, which SIGTERM does not reach."""
+        info = self.status()
+        if info is None:
+            return
+        try:
+            os.kill(info.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _reap(info.pid)
+        self.info_file.unlink(missing_ok=True)
+
     @staticmethod
     def _terminate(pid: int, timeout: float = 30.0) -> None:
         try:
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)  # a paused (SIGSTOPped) broker acts on the SIGTERM only once resumed
         except ProcessLookupError:
             return
         deadline = time.monotonic() + timeout

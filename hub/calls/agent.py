@@ -53,6 +53,7 @@ from hub.registry import framing
 from hub.registry.client import RegistryClient, RegistryClientError
 from hub.registry.files import CALL_REPLY_SCHEMA_FILE, CALL_REQUEST_SCHEMA_FILE, schema_text
 from hub.settings import Settings
+from hub.shutdown import bounded
 
 log = logging.getLogger("hub.calls")
 
@@ -90,12 +91,14 @@ class CallAgent(Agent):
         self._task = asyncio.ensure_future(self._run())
 
     async def on_stop(self) -> None:
-        await self.drain()
+        # bounded by the stop budget: with the broker gone, a call batch's writes are never acknowledged (it is
+        # then not committed, and read again by the next owner)
+        await bounded(self.drain(), "the call batches in flight")
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.tables.stop()
+        await bounded(self.tables.stop(), "the call state tables")
 
     def assign(self, partitions: set[int]) -> None:
         """The partition indices this worker owns now: their state is restored (or kept)."""

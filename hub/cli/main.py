@@ -209,31 +209,53 @@ def up(
     bootstrap: BootstrapOpt = None,
     api_port: Annotated[int | None, typer.Option(help="port of the HTTP API (else HUB_API_PORT)")] = None,
 ) -> None:
-    """Everything on one machine: a local Kafka broker (unless --bootstrap), the worker and the HTTP API."""
+    """Everything on one machine: a local Kafka broker (unless --bootstrap), the worker and the HTTP API.
+
+    Ctrl-C or SIGTERM stops it within ``HUB_STOP_TIMEOUT`` seconds whatever the broker's state (exit 0; 75 if
+    the deadline cut the stop short). See docs/operations.md."""
     from hub.runtime import ensure_operator_token, run_worker
+    from hub.shutdown import install_watchdog
 
     settings = settings_with(bootstrap=bootstrap, api_port=api_port)
+    owned: LocalBroker | None = None
     try:
-        address, owned, settings = resolve_bootstrap(settings, start_owned=True)
-    except BrokerError as exc:
-        fail(str(exc))
-        return
-    token_file = ensure_operator_token(settings)
-    status = {
-        "bootstrap": address, "api": settings.api_url, "metrics": f"{settings.api_url}/metrics",
-        "registry": settings.effective_registry_url, "operator_token_file": str(token_file), "pid": _pid(),
-    }
-    console.print("[bold green]hub up[/]")
-    for name, value in status.items():
-        if name != "pid":
-            console.print(f"  {name:<20} {value}")
-    console.print("  Ctrl-C stops everything.")
-    try:
+        dog = install_watchdog(settings.stop_timeout)  # from here on, a signal stops within the deadline
+        try:
+            address, owned, settings = resolve_bootstrap(settings, start_owned=True)
+        except BrokerError as exc:
+            fail(str(exc))
+            return
+        if owned is not None:  # a forced exit must not leave our broker behind (paused, it ignores SIGTERM)
+            dog.last_resort.append(owned.kill)
+        token_file = ensure_operator_token(settings)
+        status = {
+            "bootstrap": address, "api": settings.api_url, "metrics": f"{settings.api_url}/metrics",
+            "registry": settings.effective_registry_url, "operator_token_file": str(token_file), "pid": _pid(),
+        }
+        console.print("[bold green]hub up[/]")
+        for name, value in status.items():
+            if name != "pid":
+                console.print(f"  {name:<20} {value}")
+        console.print("  Ctrl-C stops everything.")
         run_worker(settings, address, with_api=True, status=status)
+    except KeyboardInterrupt:  # a signal while starting: stopped as asked
+        raise typer.Exit(0) from None
     finally:
         if owned is not None:
-            owned.stop()
+            owned.stop(timeout=_broker_stop_time(settings))
             console.print("stopped the Kafka broker")
+
+
+def _broker_stop_time(settings: Settings) -> float:
+    """What is left of the hard deadline for our broker's stop (SIGKILL after it), at least one second."""
+    import time
+
+    from hub.shutdown import time_left, watchdog
+
+    dog = watchdog()
+    if dog is None or dog.first_signal_at is None:
+        return 30.0  # not a stop on a signal (the start failed): the broker's usual grace
+    return max(1.0, time_left(dog.first_signal_at + settings.stop_timeout - 0.5, time.monotonic()))
 
 
 @app.command()
@@ -241,12 +263,19 @@ def worker(
     bootstrap: BootstrapOpt = None,
     metrics_port: Annotated[int | None, typer.Option(help="serve Prometheus metrics on this port")] = None,
 ) -> None:
-    """One exchange worker; run several (same HUB_APP_ID) to share the work of one consumer group."""
+    """One exchange worker; run several (same HUB_APP_ID) to share the work of one consumer group.
+
+    Ctrl-C or SIGTERM stops it within ``HUB_STOP_TIMEOUT`` seconds (exit 0; 75 if the deadline cut it short)."""
     from hub.runtime import run_worker
+    from hub.shutdown import install_watchdog
 
     settings = settings_with(bootstrap=bootstrap, worker_metrics_port=metrics_port)
-    address, _, settings = resolve_bootstrap(settings, start_owned=False)
-    run_worker(settings, address, with_api=False, metrics_port=settings.worker_metrics_port)
+    try:
+        install_watchdog(settings.stop_timeout)
+        address, _, settings = resolve_bootstrap(settings, start_owned=False)
+        run_worker(settings, address, with_api=False, metrics_port=settings.worker_metrics_port)
+    except KeyboardInterrupt:  # a signal while starting: stopped as asked
+        raise typer.Exit(0) from None
 
 
 @app.command()

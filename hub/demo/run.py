@@ -8,6 +8,8 @@ what the routing rules entitle each feed to with what arrived, and shows the hub
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import os
 import random
@@ -60,13 +62,33 @@ class Expectation:
     failed: Counter[str] = field(default_factory=Counter)  # ... and records breaking them (quarantined)
 
 
+HUB_STOP_WAIT_S = 9.5  # `hub up` ends within its stop_timeout (8 s); after this it is killed
+
+
+def _die_with_demo() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The `hub up` child gets SIGTERM if the demo dies (even by SIGKILL), so it never outlives it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_hub(settings: Settings, console: Console, timeout: float = 240.0) -> tuple[subprocess.Popen[bytes], dict]:
-    """Start ``hub up`` as a child process and wait until its API answers."""
+    """Start ``hub up`` as a child process and wait until its API answers (a signal meanwhile stops it)."""
     env = dict(os.environ, HUB_API_PORT=str(settings.api_port), HUB_STATE_DIR=str(settings.state_dir))
     if settings.bootstrap:
         env["HUB_BOOTSTRAP"] = settings.bootstrap
     status_file(settings).unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "up"], env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "up"], env=env, stdout=subprocess.DEVNULL,
+                            preexec_fn=_die_with_demo)  # noqa: PLW1509 - deliberate
+    try:
+        return proc, _wait_ready(proc, settings, console, timeout)
+    except BaseException:  # not ready, or interrupted: the child must not outlive the demo
+        stop_hub(proc)
+        raise
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], settings: Settings, console: Console, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     with console.status("starting the hub (broker, worker, API)..."):
         while time.monotonic() < deadline:
@@ -77,15 +99,15 @@ def start_hub(settings: Settings, console: Console, timeout: float = 240.0) -> t
                 status = json.loads(path.read_text())
                 try:
                     if httpx.get(f"{status['api']}/healthz", timeout=2).status_code == 200:
-                        return proc, status
+                        return status
                 except httpx.HTTPError:
                     pass
             time.sleep(0.3)
-    stop_hub(proc)
     raise RuntimeError(f"the hub did not become ready within {timeout:.0f}s")
 
 
-def stop_hub(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def stop_hub(proc: subprocess.Popen[bytes], timeout: float = HUB_STOP_WAIT_S) -> None:
+    """SIGINT the `hub up` child (it stops itself and the broker it owns within its deadline); SIGKILL after."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
@@ -93,6 +115,28 @@ def stop_hub(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _interrupt_on_signals() -> None:
+    """SIGTERM (and SIGINT) unwind the demo with KeyboardInterrupt, so the `hub up` child is always stopped
+    (Python's default SIGTERM would end the demo at once and orphan the child)."""
+
+    interrupted = False
+
+    def interrupt(signum: int, frame: object) -> None:
+        nonlocal interrupted
+        if not interrupted:  # later signals must not break off the (bounded) stop of the child
+            interrupted = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+async def _stop_client(stop: Any, timeout: float = 3.0) -> None:
+    """Close a Kafka client without waiting on an unreachable broker for long (the demo is only reading)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(stop(), timeout)
 
 
 def expected_for(config: ExchangeConfig, resource_id: str, record: dict[str, Any], exp: Expectation) -> None:
@@ -171,9 +215,9 @@ async def simulate(settings: Settings, status: dict, per_department: int, consol
         exp.received = got
         return exp
     finally:
-        await consumer.stop()
-        await producer.stop()
-        await registry.aclose()
+        await _stop_client(consumer.stop)
+        await _stop_client(producer.stop)
+        await _stop_client(registry.aclose)
 
 
 def _progress_table(wanted: Counter[str], got: Counter[str]) -> Table:
@@ -198,17 +242,23 @@ def hub_counters(metrics_url: str) -> dict[str, dict[tuple[tuple[str, str], ...]
 
 
 def run_demo(settings: Settings, *, records_per_department: int, console: Console) -> int:
-    """Run the demo end to end; returns the exit code (0 when every feed got what it is entitled to)."""
-    proc, status = start_hub(settings, console)
+    """Run the demo end to end; returns the exit code (0 when every feed got what it is entitled to, 130 when a
+    signal interrupted it: the `hub up` child and its broker are stopped first)."""
+    _interrupt_on_signals()
     try:
-        console.print(f"hub running: api {status['api']}, Kafka {status['bootstrap']}")
-        exp = asyncio.run(simulate(settings, status, records_per_department, console))
-        with console.status("one objection runs its course (file, accept, flag, correct, unflag, archive)..."):
-            objection = asyncio.run(run_objection(settings, status))
-        time.sleep(1.0)  # let the last batch's counters settle before scraping
-        counters = hub_counters(status["metrics"])
-    finally:
-        stop_hub(proc)
+        proc, status = start_hub(settings, console)
+        try:
+            console.print(f"hub running: api {status['api']}, Kafka {status['bootstrap']}")
+            exp = asyncio.run(simulate(settings, status, records_per_department, console))
+            with console.status("one objection runs its course (file, accept, flag, correct, unflag, archive)..."):
+                objection = asyncio.run(run_objection(settings, status))
+            time.sleep(1.0)  # let the last batch's counters settle before scraping
+            counters = hub_counters(status["metrics"])
+        finally:
+            stop_hub(proc)
+    except KeyboardInterrupt:
+        console.print("[yellow]demo interrupted: the hub is stopped[/]")
+        return 130
     _print_summary(console, exp, exp.received, counters)
     _print_objection(console, objection)
     ok = all(exp.received[t] == n for t, n in (exp.feeds + exp.quarantine).items()) and objection.ok

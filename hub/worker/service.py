@@ -59,6 +59,7 @@ from hub.registry import framing
 from hub.registry.client import RegistryClient
 from hub.registry.files import AUDIT_SCHEMA_FILE, QUARANTINE_SCHEMA_FILE, schema_text
 from hub.settings import Settings
+from hub.shutdown import bounded
 from hub.worker.assignor import PartitionIndexAssignor
 from hub.worker.audit_writer import AuditWriter
 from hub.worker.partitions import PartitionStates
@@ -70,7 +71,7 @@ SMALL_BATCH = 500  # records taken per poll while the worker keeps up (settings.
 MAX_CALL_BACKLOG = 16  # call batches queued behind the call agent before the intake waits
 IDLE_TICK_S = 1.0  # snapshots and due checkpoints of quiet partitions; nothing is done when nothing changed
 LAG_EVERY_S = 5.0
-STOP_TIMEOUT_S = 8.0  # a stop never waits longer than this for in-flight work (the next owner redoes it)
+STOP_TIMEOUT_S = 8.0  # one stop step's cap; all of them share the process's stop budget (hub.shutdown)
 FATAL_EXIT = 70
 
 
@@ -132,6 +133,7 @@ class HubWorker(mode.Service):
             session_timeout_ms=int(s.consumer_session_timeout * 1000),
             heartbeat_interval_ms=int(max(0.5, s.consumer_session_timeout / 10) * 1000),
         )
+        log.info("joining consumer group %s on %s", s.app_id, self.bootstrap)
         await self.consumer.start()
         await self._follow_once()
         for coro in (self._intake(), self._follow_control(), self._committer(), self._idle()):
@@ -141,36 +143,34 @@ class HubWorker(mode.Service):
         log.info("worker joined group %s: %d topics", s.app_id, len(self.topics))
 
     async def on_stop(self) -> None:
-        """Stop taking batches, finish and commit what is in flight, leave the group (before the agents stop)."""
+        """Stop taking batches, finish and commit what is in flight, leave the group (before the agents stop).
+
+        Every step is bounded by the process's stop budget (``hub.shutdown``): with the broker gone or paused,
+        acknowledgements never come and leaving the group waits for a coordinator. A step cut short skips the
+        commit, never loses a record: offsets are committed only after a batch's outputs and audit records are
+        acknowledged, so what was not committed is read again by the next owner (and deduplicated)."""
         self._stopping = True
-        try:
-            await asyncio.wait_for(self._dispatch.acquire(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("a batch was still being decided at stop; it will be read again")
-        else:
-            self._dispatch.release()  # the intake leaves its loop at once now; a revocation may need the lock
+        lock = self._dispatch
+        if await bounded(lock.acquire(), "the batch being decided", cap=STOP_TIMEOUT_S):
+            lock.release()  # the intake leaves its loop at once now; a revocation may need the lock
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._drain_and_commit(), STOP_TIMEOUT_S)
+        await bounded(self._drain_and_commit(), "finishing and committing the batches in flight", cap=STOP_TIMEOUT_S)
         if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.consumer.stop(), STOP_TIMEOUT_S)
+            await bounded(self.consumer.stop(), "leaving the consumer group", cap=STOP_TIMEOUT_S)
 
     async def on_shutdown(self) -> None:
         """After the agents: the last count snapshots, then the clients."""
         if self.producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.audit.snapshot(list(self.partitions.states.values()), force=True),
-                                       STOP_TIMEOUT_S)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.producer.stop(), STOP_TIMEOUT_S)
-        for stop in (self.partitions.stop, self.control.stop, self.registry.aclose):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(stop(), STOP_TIMEOUT_S)
+            await bounded(self.audit.snapshot(list(self.partitions.states.values()), force=True),
+                          "the last count snapshots", cap=STOP_TIMEOUT_S)
+            await bounded(self.producer.stop(), "flushing the producer", cap=STOP_TIMEOUT_S)
+        await bounded(self.partitions.stop(), "the partition state readers", cap=STOP_TIMEOUT_S)
+        await bounded(self.control.stop(), "the control plane view", cap=STOP_TIMEOUT_S)
+        await bounded(self.registry.aclose(), "the registry client", cap=STOP_TIMEOUT_S)
 
     # ------------------------------------------------------------ the intake
     async def _intake(self) -> None:

@@ -337,10 +337,12 @@ async def test_a_node_registered_through_the_api_gets_its_acls_and_loses_them_wh
                                      headers={"Authorization": f"Bearer {operator_token}"}) as api:
             registered = await api.post("/v1/nodes", json={"id": NEWCOMER, "title": "Fujian data exchange"})
             assert registered.status_code == 201, registered.text
+            # the follower notes the change when the control plane applies it, which may be after the 201: wait
+            # for the outcome itself (wait_idle alone can return before the change was even noted)
+            await _wait_for(lambda: acls_of(NEWCOMER) == node_acls(NEWCOMER) and
+                            NEWCOMER in current_users(kafka_admin), f"the user and ACLs of {NEWCOMER}", 90)
             await follower.wait_idle(90)
             assert follower.enabled and follower.last_error is None
-            assert acls_of(NEWCOMER) == node_acls(NEWCOMER)
-            assert NEWCOMER in current_users(kafka_admin)
             conf = synced.node_conf(NEWCOMER)  # its password, generated into <state_dir>/kafka-users
             assert produce_one(conf, ingress_topic(NEWCOMER)) is None  # its topics exist and it may write them
             assert_kafka_denied(produce_one(conf, ingress_topic(PUDONG)), KafkaError.TOPIC_AUTHORIZATION_FAILED)
@@ -349,9 +351,10 @@ async def test_a_node_registered_through_the_api_gets_its_acls_and_loses_them_wh
 
             removed = await api.delete(f"/v1/nodes/{NEWCOMER}")
             assert removed.status_code == 200, removed.text
+            await _wait_for(lambda: acls_of(NEWCOMER) == set() and NEWCOMER not in current_users(kafka_admin) and
+                            not password_file(synced.settings, NEWCOMER).exists(),
+                            f"{NEWCOMER}'s user, ACLs and password removed", 90)
             await follower.wait_idle(90)
-            assert acls_of(NEWCOMER) == set() and NEWCOMER not in current_users(kafka_admin)
-            assert not password_file(synced.settings, NEWCOMER).exists()
             with pytest.raises(Exception, match="Failed to get metadata"):
                 AdminClient({**conf, "log_level": 0}).list_topics(timeout=4)
             assert acls_of(PUDONG) == node_acls(PUDONG)

@@ -78,14 +78,16 @@ def test_ctrl_c_on_hub_up_stops_everything_it_started(cli_env: dict[str, str]) -
     broker_pid = None
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
+        ready = False
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
             try:
-                if httpx.get(f"http://127.0.0.1:{env['HUB_API_PORT']}/healthz", timeout=1).status_code == 200:
-                    break
+                ready = httpx.get(f"http://127.0.0.1:{env['HUB_API_PORT']}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 pass
-            time.sleep(0.3)
+            if not ready:
+                time.sleep(0.3)  # poll interval inside the deadline
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert ready, "hub up's API did not answer within 180 s"
         broker_pid = json.loads((state / "broker" / "broker.json").read_text())["pid"]
         assert _pid_alive(broker_pid)
         for _ in range(60):  # the status file is written once the worker has started too

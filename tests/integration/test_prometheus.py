@@ -84,7 +84,9 @@ def prometheus(hub: HubProcess, tmp_path_factory: pytest.TempPathFactory) -> Ite
                     break
             except httpx.HTTPError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval: 300 polls are the deadline
+        else:  # the deadline passed: fail here, not later in a confusing way
+            raise RuntimeError(f"prometheus not ready in 30 s: {(work / 'prometheus.log').read_text()[-3000:]}")
         yield Prometheus(url)
     finally:
         proc.terminate()
