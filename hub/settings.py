@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         "so tests can stop a worker with batches in flight. Always 0 in production",
     )
     log_level: str = Field("WARNING", description="level of the hub's own log (DEBUG, INFO, WARNING, ERROR)")
+    restart_on_write_failure: bool = Field(
+        True, description="a worker whose batch could not be written (the broker gone past the producer's timeout) "
+        "starts itself again (same process, same command) after a short pause, rather than exiting with 70 for a "
+        "supervisor to restart",
+    )
     stop_grace: float = Field(
         5.0, gt=0, description="seconds after SIGINT/SIGTERM that the shutdown steps (finish and commit what is in "
         "flight, leave the group, flush) may take together; a step still waiting then is skipped",

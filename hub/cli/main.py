@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -196,12 +197,18 @@ def resolve_bootstrap(
             from hub.broker.kafka_config import with_credentials
 
             settings = with_credentials(settings, running.admin_username, password)
-        return running.bootstrap, None, settings
+        # a broker this very process started before it restarted itself (hub.worker.service.restart_in_place)
+        ours = start_owned and os.environ.get(OWNED_BROKER_ENV) == str(running.pid)
+        return running.bootstrap, broker if ours else None, settings
     if not start_owned:
         fail("no Kafka to connect to: give --bootstrap, set HUB_BOOTSTRAP or run `hub broker start`")
     with console.status("starting the Kafka broker (the first run downloads its jars)..."):
         info, _ = broker.start(owned=True)
+    os.environ[OWNED_BROKER_ENV] = str(info.pid)
     return info.bootstrap, broker, settings
+
+
+OWNED_BROKER_ENV = "HUB_OWNED_BROKER_PID"  # not a setting: how `hub up` knows its broker again after a restart
 
 
 @app.command()

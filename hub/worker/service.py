@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -73,6 +74,25 @@ IDLE_TICK_S = 1.0  # snapshots and due checkpoints of quiet partitions; nothing 
 LAG_EVERY_S = 5.0
 STOP_TIMEOUT_S = 8.0  # one stop step's cap; all of them share the process's stop budget (hub.shutdown)
 FATAL_EXIT = 70
+RESTART_PAUSE_S = 2.0  # before a restart in place: the broker is likely restarting too
+
+
+def restart_command(orig_argv: list[str], executable: str) -> list[str]:
+    """The command that started this process, to ``exec`` it again (``sys.orig_argv``: the interpreter's own
+    options and ``-m hub.cli.main`` or the ``hub`` script included)."""
+    return [executable, *orig_argv[1:]]
+
+
+def restart_in_place(pause: float) -> None:
+    """Replace this process by a fresh run of its own command (same pid, so a parent such as ``hub demo`` or a
+    supervisor keeps its handle). Nothing is committed first: everything not acknowledged is read again. A
+    broker ``hub up`` started stays up (its pid is in ``HUB_OWNED_BROKER_PID``, so the new run owns it again).
+    If the ``exec`` itself fails, the process exits with ``FATAL_EXIT`` as without a restart."""
+    time.sleep(pause)
+    try:
+        os.execv(sys.executable, restart_command(sys.orig_argv, sys.executable))
+    except OSError:
+        os._exit(FATAL_EXIT)
 
 
 class HubWorker(mode.Service):
@@ -394,7 +414,13 @@ class HubWorker(mode.Service):
             self._fatal(task.exception())  # type: ignore[arg-type]
 
     def _fatal(self, exc: BaseException) -> None:
-        """A batch that could not be written: exit without committing it (its records are read again)."""
+        """A batch that could not be written: end this process without committing it (its records are read
+        again, deduplicated by event id), and by default start it again (``restart_in_place``)."""
+        if self.settings.restart_on_write_failure:
+            log.critical("a batch could not be written (%r); this process starts again in %.0f s and reads it "
+                         "again", exc, RESTART_PAUSE_S, exc_info=exc)
+            logging.shutdown()
+            restart_in_place(RESTART_PAUSE_S)
         log.critical("a batch could not be written; exiting so it is processed again: %r", exc, exc_info=exc)
         logging.shutdown()
         os._exit(FATAL_EXIT)

@@ -214,3 +214,26 @@ def test_a_second_signal_ends_the_stop_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == shutdown.FORCED_EXIT and time.monotonic() - started < 3
+
+
+def test_a_restart_in_place_runs_the_same_command() -> None:
+    from hub.worker.service import restart_command
+
+    assert restart_command(["/usr/bin/python3", "-m", "hub.cli.main", "up"], "/venv/bin/python") == [
+        "/venv/bin/python", "-m", "hub.cli.main", "up"]
+    assert restart_command(["/venv/bin/python", "/venv/bin/hub", "worker", "--bootstrap", "b:9092"],
+                           "/venv/bin/python") == ["/venv/bin/python", "/venv/bin/hub", "worker", "--bootstrap",
+                                                   "b:9092"]
+
+
+def test_restart_in_place_keeps_the_pid_and_runs_again() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom hub.worker.service import restart_in_place\n"
+            "n = int(os.environ.get('RESTARTED', '0'))\nprint(os.getpid(), n, flush=True)\n"
+            "if n == 0:\n    os.environ['RESTARTED'] = '1'\n    restart_in_place(0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert result.returncode == 0 and len(lines) == 2, result.stdout + result.stderr
+    assert lines[0][0] == lines[1][0] and [n for _, n in lines] == ["0", "1"]
