@@ -39,6 +39,7 @@ class Row:
     count_errors: int
     recover_s: float
     process_exits: int = 0  # hub processes that ended by themselves during the faults (and were restarted)
+    restarts_in_place: int = 0  # workers that could not write a batch and started themselves again
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -73,10 +74,11 @@ def account(
 def table(rows: Iterable[Row]) -> str:
     """The fault table as Markdown (the README shows the last run's)."""
     lines = [
-        "| fault | injected | events | lost | duplicated audits | count errors | time to recover | process exits |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| fault | injected | events | lost | duplicated audits | count errors | time to recover | process exits "
+        "| restarts in place |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(f"| {r.kind} | {r.injected} | {r.events:,} | {r.lost} | {r.duplicated_audits} | "
-                     f"{r.count_errors} | {r.recover_s:.1f} s | {r.process_exits} |")
+                     f"{r.count_errors} | {r.recover_s:.1f} s | {r.process_exits} | {r.restarts_in_place} |")
     return "\n".join(lines)

@@ -196,6 +196,12 @@ class Cluster:
     hub: HubProcess | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     exits: int = 0
+    restarts_seen: int = 0
+
+    def restarts_in_place(self) -> int:
+        """Restarts in place so far (hub.worker.service.restart_in_place logs one line each), in every log."""
+        return sum(log.read_text(errors="replace").count("this process starts again")
+                   for log in self.root.glob("**/*.log") if "broker" not in log.name)
 
     @property
     def bootstrap(self) -> str:
@@ -382,9 +388,11 @@ async def settle_and_account(cluster: Cluster, load: Load, kind: str, injected: 
         print(f"  hub audit verify failed:\n{verify.stdout[-2000:]}", flush=True)
     if outcome.lost:
         print(f"  lost, e.g. {outcome.lost_examples}", flush=True)
+    restarts = cluster.restarts_in_place()
     row = Row(kind, injected, len(entitled), outcome.lost, outcome.duplicated_audits,
-              outcome.count_errors + (verify.returncode != 0), round(recover, 1), cluster.exits)
-    cluster.exits = 0
+              outcome.count_errors + (verify.returncode != 0), round(recover, 1), cluster.exits,
+              restarts - cluster.restarts_seen)
+    cluster.exits, cluster.restarts_seen = 0, restarts
     load.resume()
     return row
 

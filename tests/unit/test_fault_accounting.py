@@ -32,6 +32,6 @@ def test_count_errors_add_reconcile_findings_and_the_publish_count_difference() 
 
 
 def test_table_lists_every_row() -> None:
-    text = table([Row("broker pause", 10, 12_345, 0, 0, 0, 7.25, 1)])
+    text = table([Row("broker pause", 10, 12_345, 0, 0, 0, 7.25, 1, 2)])
     assert text.splitlines()[0].startswith("| fault | injected | events | lost |")
-    assert "| broker pause | 10 | 12,345 | 0 | 0 | 0 | 7.2 s | 1 |" in text
+    assert "| broker pause | 10 | 12,345 | 0 | 0 | 0 | 7.2 s | 1 | 2 |" in text
