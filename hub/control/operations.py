@@ -357,10 +357,10 @@ def build_resource(spec: ResourceSpec, state: ControlState, schema_of: SchemaLoo
         problems.append("locality_from_resident_id needs a resident ID field: a resident_id field, or locality_field")
     if spec.return_to_locality and not (spec.locality_field or spec.locality_from_resident_id):
         problems.append("return_to_locality needs a locality: locality_field or locality_from_resident_id")
-    if schema.recursive:
+    if schema.recursive and spec.sharing != "none":  # a "none" entry is never delivered, so never masked
         problems.append(
-            f"the schema of {subject} is recursive (a record contains itself): the hub masks records per consumer "
-            "and supports only non-recursive record schemas"
+            f"the schema of {subject} is recursive (a record contains itself): the hub masks the records it "
+            "delivers per consumer and supports only non-recursive record schemas (or catalogue it with sharing none)"
         )
     problems += _rule_problems(spec.quality_rules, state)
     if problems:

@@ -422,7 +422,7 @@ def bad_input_cases(s: str) -> list[tuple[str, str, dict[str, str], bytes | None
          "schemaType"),
         ("POST", f"/subjects/{s}/versions", j,
          body({"schema": V1, "references": [{"name": "x", "subject": "y", "version": 1}]}), 422, 42201,
-         "references"),
+         "No schema reference found for subject \"y\" and version 1"),
         ("POST", f"/subjects/{s}/versions", {"Content-Type": "text/plain"}, body({"schema": V1}), 415, 415,
          "HTTP 415 Unsupported Media Type"),
         ("POST", f"/subjects/{s}/versions", {"Content-Type": "application/xml"}, b"<schema/>", 415, 415,

@@ -460,3 +460,6 @@ def test_a_recursive_schema_cannot_be_catalogued() -> None:
 
     refused(ops.Invalid, "recursive", ops.create_resource, state_with_nodes(), spec(), "municipal.health", NOW,
             recursive)
+    # never delivered, so never masked: a "none" entry may have one
+    ops.create_resource(state_with_nodes(), spec(sharing="none", legal_basis="a law"), "municipal.health", NOW,
+                        recursive)
