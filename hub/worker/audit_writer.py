@@ -33,17 +33,23 @@ log = logging.getLogger("hub.worker")
 SNAPSHOT_INTERVAL_S = 1.0  # how often a partition's counts are snapshotted to hub.counts (at most)
 
 
+class Fenced(RuntimeError):
+    """This worker may no longer own the partitions it was about to write audit records or counts for."""
+
+
 class AuditWriter:
     """``hub.ports.AuditSink`` over the worker's producer and partition states."""
 
     def __init__(self, sender: BatchSender, partitions: PartitionStates,
                  on_failure: Callable[[BaseException], None], *, in_flight: Any = None, test_delay_s: float = 0.0,
+                 fenced: Callable[[], str | None] = lambda: None,
                  ) -> None:
         self.sender = sender
         self.in_flight = in_flight  # a Gauge of the submissions not yet written, if given
         self.test_delay_s = test_delay_s
         self.partitions = partitions
         self.on_failure = on_failure
+        self.fenced = fenced  # why this worker may have lost its partitions (hub.worker.service.SessionClock)
         self.encode: Callable[[dict[str, Any]], bytes] | None = None  # the AuditRecord encoder, set at start
         self._sealed_tail: asyncio.Future[None] | None = None
         self._inflight: set[asyncio.Future[None]] = set()
@@ -125,6 +131,9 @@ class AuditWriter:
     ) -> list[tuple[PartitionState, list[dict[str, Any]], list[Any], int]]:
         encode = self.encode
         assert encode is not None, "the audit schema is not registered yet"
+        reason = self.fenced()
+        if reason is not None:  # another worker may own these partitions now: write nothing, start again
+            raise Fenced(reason)
         by_partition: dict[int, list[dict[str, Any]]] = {p: [] for p in tick}
         for partition, audit in audits:
             items = by_partition.get(partition)
@@ -168,6 +177,8 @@ class AuditWriter:
     async def snapshot(self, states: Sequence[PartitionState], *, force: bool = False) -> None:
         """Write partitions' counts with the audit offset they are exact up to (throttled per partition)."""
         async with self._snapshot_lock:  # snapshots of a partition reach hub.counts in the order they were taken
+            if self.fenced() is not None:  # partitions perhaps someone else's now: their owner writes the counts
+                return
             now = time.monotonic()
             records: list[OutRecord] = []
             for state in states:

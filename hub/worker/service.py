@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -77,6 +77,58 @@ FATAL_EXIT = 70
 RESTART_PAUSE_S = 2.0  # before a restart in place: the broker is likely restarting too
 
 
+class SessionClock:
+    """When this worker last knew the group coordinator counted it as a member: a successful heartbeat or a
+    completed rebalance.
+
+    Why: when the broker is paused (or the worker cut off) for longer than the session timeout, the coordinator
+    gives this worker's partitions to another worker, but this one learns it only at its next heartbeat, and
+    meanwhile may write audit records and count snapshots for partitions that are no longer its own: a second
+    writer on one partition, which forks the audit hash chain and counts events twice (the fault suite's broker
+    pauses showed it). Before writing them the worker asks ``fenced()``: past 80% of the session timeout with
+    no sign of membership it writes nothing, and restarts (nothing committed, everything read again by the
+    rightful owner). The margin covers the coordinator's and this worker's clocks counting from different
+    moments; a healthy worker heartbeats every tenth of the timeout.
+    """
+
+    def __init__(self, session_timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = 0.8 * session_timeout_s
+        self.clock = clock
+        self.last_ok = clock()
+
+    def renewed(self) -> None:
+        self.last_ok = self.clock()
+
+    def fenced(self) -> str | None:
+        """Why this worker may no longer own its partitions, or None."""
+        silent = self.clock() - self.last_ok
+        if silent <= self.limit:
+            return None
+        return (f"no heartbeat acknowledged for {silent:.1f} s (session timeout {self.limit / 0.8:.0f} s): the "
+                "group may have given this worker's partitions to another")
+
+    def watch(self, consumer: Any) -> None:
+        """Note every successful heartbeat of ``consumer`` (aiokafka keeps that time to itself)."""
+        coordinator = getattr(consumer, "_coordinator", None)
+        if coordinator is None:  # created when the consumer starts: wrap it then
+            original_start = consumer.start
+
+            async def start() -> None:
+                await original_start()
+                self.watch(consumer)
+            consumer.start = start
+            return
+        beat = coordinator._do_heartbeat  # noqa: SLF001 - the one place aiokafka learns the session is alive
+
+        async def tracked() -> bool:
+            ok = await beat()
+            if ok:
+                self.renewed()
+            return bool(ok)
+        coordinator._do_heartbeat = tracked  # noqa: SLF001
+        self.renewed()
+
+
 def restart_command(orig_argv: list[str], executable: str) -> list[str]:
     """The command that started this process, to ``exec`` it again (``sys.orig_argv``: the interpreter's own
     options and ``-m hub.cli.main`` or the ``hub`` script included)."""
@@ -107,7 +159,9 @@ class HubWorker(mode.Service):
         self.control = ControlView(settings, self.registry, bootstrap=bootstrap)
         self.sender = BatchSender()
         self.partitions = PartitionStates(settings, bootstrap, self.registry)
+        self.session: SessionClock | None = None  # set when the consumer is made (on_started)
         self.audit = AuditWriter(self.sender, self.partitions, on_failure=self._fatal,
+                                 fenced=lambda: self.session.fenced() if self.session is not None else None,
                                  in_flight=metrics.batches_in_flight, test_delay_s=settings.test_audit_delay_ms / 1000)
         self.calls = CallAgent(settings, bootstrap, self.registry, self.control, self.sender, self.partitions,
                                self.audit, metrics, beacon=self.beacon)
@@ -154,6 +208,8 @@ class HubWorker(mode.Service):
             heartbeat_interval_ms=int(max(0.5, s.consumer_session_timeout / 10) * 1000),
         )
         log.info("joining consumer group %s on %s", s.app_id, self.bootstrap)
+        self.session = SessionClock(s.consumer_session_timeout)
+        self.session.watch(self.consumer)
         await self.consumer.start()
         await self._follow_once()
         for coro in (self._intake(), self._follow_control(), self._committer(), self._idle()):
@@ -317,6 +373,8 @@ class HubWorker(mode.Service):
             self._offsets.clear()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self.session is not None:
+            self.session.renewed()  # a completed rebalance: the coordinator knows this member now
         """After it: the one restore path (states of indices gained restored, of indices lost dropped)."""
         indices = {tp.partition for tp in assigned}
         self._generation += 1

@@ -237,3 +237,30 @@ def test_restart_in_place_keeps_the_pid_and_runs_again() -> None:
     lines = [line.split() for line in result.stdout.splitlines()]
     assert result.returncode == 0 and len(lines) == 2, result.stdout + result.stderr
     assert lines[0][0] == lines[1][0] and [n for _, n in lines] == ["0", "1"]
+
+
+def test_a_worker_silent_past_most_of_its_session_is_fenced() -> None:
+    from hub.worker.service import SessionClock
+
+    now = [100.0]
+    clock = SessionClock(10.0, clock=lambda: now[0])
+    assert clock.fenced() is None
+    now[0] += 7.9
+    assert clock.fenced() is None
+    now[0] += 0.2  # 8.1 s without a heartbeat: past 80% of the 10 s session
+    assert "no heartbeat acknowledged for 8.1 s" in (clock.fenced() or "")
+    clock.renewed()
+    assert clock.fenced() is None
+
+
+async def test_the_audit_writer_writes_nothing_when_fenced() -> None:
+    import pytest
+
+    from hub.worker.audit_writer import AuditWriter, Fenced
+
+    writer = AuditWriter(sender=None, partitions=None, on_failure=lambda exc: None,  # type: ignore[arg-type]
+                         fenced=lambda: "no heartbeat")
+    writer.encode = lambda audit: b""
+    with pytest.raises(Fenced):
+        await writer._seal_and_enqueue([(0, {"event_id": "e"})], ())
+    await writer.snapshot([])  # returns at once, writing nothing
