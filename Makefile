@@ -40,7 +40,7 @@ fuzz: setup
 	HUB_FUZZ_EXAMPLES=5 .venv/bin/pytest -q -p no:cacheprovider tests/fuzz/test_api_fuzz_live.py
 
 # The fault suite (docs/reliability.md): worker SIGKILLs, broker restarts and pauses, rebalances and an API restart
-# under steady load; prints the fault table and appends it to bench/results/faults.json; ~15 minutes.
+# under steady load; prints the fault table and appends it to bench/results/faults.json; ~8-10 minutes.
 faults: setup
 	.venv/bin/python -m bench.faults
 

@@ -1,4 +1,4 @@
-"""The fault suite: faults by the dozen under steady load, on a real broker (``make faults``, ~15 minutes).
+"""The fault suite: faults by the dozen under steady load, on a real broker (``make faults``, ~8-10 minutes).
 
 A local broker, ``hub up`` (API + a worker) and a standalone ``hub worker`` share 4 partitions while a
 producer publishes vaccination records at a steady rate (every event keeps its ``hub-event-id`` until the
