@@ -77,7 +77,10 @@ async def group_lag(admin: AIOKafkaAdminClient, ends_reader: AIOKafkaConsumer, g
         committed = await admin.list_consumer_group_offsets(group, partitions=tps)
     except KafkaError:  # the group's coordinator is not there yet (the first seconds): nothing committed
         committed = {}
-    ends = await ends_reader.end_offsets(tps)
+    try:
+        ends = await asyncio.wait_for(ends_reader.end_offsets(tps), 10)
+    except (TimeoutError, KafkaError):  # the topic's metadata not there yet: unknown this time
+        return -1
     done = {tp: committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0 for tp in tps}
     return sum(max(0, ends[tp] - done[tp]) for tp in tps)
 
@@ -146,8 +149,9 @@ async def soak(bootstrap: str, state: Path, rate: float, minutes: float) -> dict
     for name in ("hub_up_mb", "worker_mb", "broker_mb"):
         result[f"{name}_slope_per_hour"] = round(slope_per_hour([(s["t"], s[name]) for s in half]), 2)
         result[f"{name}_end"] = round(samples[-1][name], 1) if samples else 0.0
-    result["lag_max"] = max((s["lag"] for s in samples), default=0)
-    result["lag_end"] = samples[-1]["lag"] if samples else 0
+    known = [s["lag"] for s in samples if s["lag"] >= 0]  # -1: not measurable at that sample (start-up)
+    result["lag_max"] = max(known, default=0)
+    result["lag_end"] = known[-1] if known else 0
     return result
 
 
