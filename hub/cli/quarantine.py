@@ -18,7 +18,9 @@ import typer
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hub.calls.client import jsonable
 from hub.cli.exchange import NodeOpt, _endpoints, _fail
@@ -137,11 +139,12 @@ def quarantine_table(node: str, entries: list[dict[str, Any]]) -> Table:
     for name in ("when (UTC)", "event id", "resource / key", "reasons", "status"):
         table.add_column(name, overflow="fold")
     for e in entries:
-        reasons = "\n".join(f"[bold]{r['rule']}[/] {r['field'] or ''}: {r['message']}".replace(" :", ":")
-                            for r in e["reasons"])
+        # everything but the styling is a producer's data (ids, fields, messages quoting values): escaped
+        reasons = "\n".join(f"[bold]{escape(r['rule'])}[/] {escape(r['field'] or '')}: {escape(r['message'])}"
+                            .replace(" :", ":") for r in e["reasons"])
         status = {"open": "[red]open[/]", "unknown": "[yellow]unknown[/]"}.get(e["status"], "")
         if e["status"] == "resolved":
-            status = f"[green]resolved[/] by {e['resolved_by']['event_id']} at {e['resolved_by']['ts'][:19]}"
-        table.add_row(e["ts"][:19], e["event_id"], f"{e['resource'] or '-'}\n{e['record_key'] or ''}".strip(),
-                      reasons, status)
+            status = f"[green]resolved[/] by {escape(e['resolved_by']['event_id'])} at {e['resolved_by']['ts'][:19]}"
+        table.add_row(e["ts"][:19], Text(e["event_id"]),
+                      Text(f"{e['resource'] or '-'}\n{e['record_key'] or ''}".strip()), reasons, status)
     return table

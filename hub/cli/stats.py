@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from hub.cli.control import ApiOpt, JsonOpt, TokenOpt, request_and_show
 
@@ -75,7 +76,7 @@ def counts_tables(exchange: dict[str, Any]) -> list[Table]:
         table.add_column(key.removeprefix("by_").replace("_", " "))
         table.add_column("count", justify="right")
         for name, n in values.items():
-            table.add_row(name, _n(n))
+            table.add_row(Text(str(name)), _n(n))  # data, never markup
         out.append(table)
     resources = counts.get("by_resource") or {}
     if resources:
@@ -85,7 +86,7 @@ def counts_tables(exchange: dict[str, Any]) -> list[Table]:
         for action in actions:
             table.add_column(action, justify="right")
         for resource, c in resources.items():
-            table.add_row(resource, *(_n(c.get(a, 0)) for a in actions))
+            table.add_row(Text(resource), *(_n(c.get(a, 0)) for a in actions))  # a resource name may be any text
         out.append(table)
     return out
 
@@ -105,7 +106,7 @@ def quality_table(exchange: dict[str, Any]) -> Table | None:
         for day, d in (q.get("by_day") or {}).items():
             score = "-" if d.get("score") is None else f"{d['score']:.1%}"
             rules = ", ".join(f"{r} {n:,}" for r, n in (d.get("rules") or {}).items())
-            table.add_row(resource, day, _n(d["passed"]), _n(d["quarantined"]), score, rules)
+            table.add_row(Text(resource), day, _n(d["passed"]), _n(d["quarantined"]), score, Text(rules))
     return table
 
 

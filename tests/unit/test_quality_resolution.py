@@ -27,3 +27,17 @@ def test_resolved_by_the_same_event_id_or_the_same_record_key_later() -> None:
             {"action": "quarantine", "actor": "municipal.health", "event_id": "e-4", "ts": 400}]
     found = resolutions(qs, pubs)
     assert [f["event_id"] if f else None for f in found] == ["e-1", "e-9", None, None]
+
+
+def test_the_quarantine_table_prints_producer_data_as_text() -> None:
+    from rich.console import Console
+
+    from hub.cli.quarantine import quarantine_table
+
+    entries = [{"ts": "2026-12-07T01:02:03Z", "event_id": "e[/x]", "resource": "r[/y]", "record_key": "k[/z]",
+                "reasons": [{"rule": "regex", "field": "f[/a]", "message": "'[/b]' does not match"}],
+                "status": "resolved", "resolved_by": {"event_id": "e2[/c]", "ts": "2026-12-07T02:00:00Z"}}]
+    console = Console(record=True, width=300)
+    console.print(quarantine_table("municipal.health", entries))
+    text = console.export_text()
+    assert all(part in text for part in ("e[/x]", "r[/y]", "k[/z]", "f[/a]", "'[/b]'", "e2[/c]"))

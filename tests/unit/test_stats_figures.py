@@ -206,3 +206,20 @@ def test_quality_score_per_resource_and_day() -> None:
     assert vax["by_day"]["2026-01-01"] == {"passed": 9, "quarantined": 1, "score": 0.9, "rules": {"resident_id": 1}}
     assert vax["by_day"]["2026-01-02"]["score"] == 0.75
     assert exchange_figures(table, "2026-01-02", "2026-01-02")["quality"][VAX]["passed"] == 3
+
+
+def test_the_stats_tables_print_data_as_text_never_as_markup() -> None:
+    """A resource header or rule name is a producer's bytes: text like ``[/x]`` must print, not break rich."""
+    from rich.console import Console
+
+    from hub.cli.stats import counts_tables, quality_table
+
+    console = Console(record=True, width=200)
+    exchange = {"quality": {"bad[/x]": {"by_day": {"2026-12-07": {"passed": 1, "quarantined": 2, "score": 0.3,
+                                                                  "rules": {"r[/b]": 2}}}}},
+                "counts": {"by_resource": {"a[/z]": {"publish": 1}}, "by_action": {"x[/y]": 2}}}
+    console.print(quality_table(exchange))
+    for table in counts_tables(exchange):
+        console.print(table)
+    text = console.export_text()
+    assert all(name in text for name in ("bad[/x]", "r[/b] 2", "a[/z]", "x[/y]"))
