@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,7 @@ from hub.broker.manager import (
     BrokerInfo,
     LocalBroker,
     QuorumPlan,
-    _recv_exact,
+    kafka_request,
     new_cluster_id,
     port_in_use,
 )
@@ -245,18 +244,8 @@ class LocalCluster:
 
 def registered_brokers(port: int) -> int:
     """How many brokers a node's metadata lists (a Metadata v0 request for no topics); 0 if it does not answer."""
-    client_id = b"hub-probe"
-    header = (3).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
-    header += len(client_id).to_bytes(2, "big") + client_id
-    payload = header + (0).to_bytes(4, "big", signed=True)  # an empty topic array: v0 then lists all topics
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(len(payload).to_bytes(4, "big") + payload)
-            size = int.from_bytes(_recv_exact(sock, 4), "big")
-            body = _recv_exact(sock, size)
-    except OSError:
-        return 0
-    return int.from_bytes(body[4:8], "big", signed=True) if len(body) >= 8 else 0
+    body = kafka_request(port, 3, (0).to_bytes(4, "big", signed=True))  # an empty topic array: v0 lists all
+    return int.from_bytes(body[4:8], "big", signed=True) if body is not None and len(body) >= 8 else 0
 
 
 def running_cluster(settings: Settings) -> ClusterInfo | None:

@@ -505,22 +505,26 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _answers(port: int) -> bool:
-    """A Kafka ApiVersions request (v0) answered on the port: the broker is serving."""
-    request_body = b""
+def kafka_request(port: int, api_key: int, body: bytes = b"") -> bytes | None:
+    """One Kafka request (version 0) to the local port; the response after its size, or None if none came."""
     client_id = b"hub-probe"
-    header = (18).to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
+    header = api_key.to_bytes(2, "big") + (0).to_bytes(2, "big") + (1).to_bytes(4, "big")
     header += len(client_id).to_bytes(2, "big") + client_id
-    payload = header + request_body
+    payload = header + body
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(len(payload).to_bytes(4, "big") + payload)
             size = int.from_bytes(_recv_exact(sock, 4), "big")
-            body = _recv_exact(sock, size)
+            return _recv_exact(sock, size)
     except OSError:
-        return False
+        return None
+
+
+def _answers(port: int) -> bool:
+    """A Kafka ApiVersions request (v0) answered on the port: the broker is serving."""
+    body = kafka_request(port, 18)
     # correlation id (4) then error_code (2) == 0
-    return len(body) >= 6 and body[4:6] == b"\x00\x00"
+    return body is not None and len(body) >= 6 and body[4:6] == b"\x00\x00"
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes:

@@ -7,21 +7,10 @@ import tracemalloc
 
 import pytest
 
+from bench.hostile import zigzag  # Avro's zig-zag long encoding, as the hostile run builds bodies
 from hub.registry import framing
 from hub.registry.framing import MAX_DEPTH, MAX_ZERO_WIDTH_ITEMS, FramingError
 from hub.settings import REPO_ROOT
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's variable-length zig-zag encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        if not n:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
 
 
 def record_of(field_type: object) -> object:
