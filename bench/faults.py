@@ -50,7 +50,7 @@ from hub.identifiers import DISTRICT_CODES
 from hub.registry import framing
 from hub.settings import REPO_ROOT, Settings
 from hub.stats.counts import CountTable, decode_snapshot
-from tests.integration.hubproc import Group, HubProcess, start_hub, until
+from tests.integration.hubproc import Group, HubProcess, start_hub, start_worker, until
 from tests.integration.test_crash_recovery import (
     AUDIT_PARSED,
     PARSED,
@@ -218,13 +218,10 @@ class Cluster:
         assert self.hub is not None
         state = self.root / f"w{len(self.workers)}-{uuid.uuid4().hex[:4]}"
         state.mkdir(parents=True)
-        env = dict(os.environ, HUB_BOOTSTRAP=self.bootstrap, HUB_APP_ID=self.app_id, HUB_REGISTRY_URL=self.hub.api,
-                   HUB_TOKEN=self.hub.token, HUB_STATE_DIR=str(state), **self.env())
+        env = {"HUB_CONSUMER_SESSION_TIMEOUT": str(SESSION_TIMEOUT)}
         if audit_delay_ms:
             env["HUB_TEST_AUDIT_DELAY_MS"] = str(audit_delay_ms)
-        with open(state / "worker.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "hub.cli.main", "worker"], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+        proc = start_worker(self.hub, self.app_id, state, PARTITIONS, extra_env=env)
         self.workers.append(proc)
         return proc
 

@@ -94,10 +94,12 @@ async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> list[TopicP
         await producer.stop()
 
 
-def start_worker(hub: HubProcess, app_id: str, state: Path, partitions: int) -> subprocess.Popen[bytes]:
+def start_worker(hub: HubProcess, app_id: str, state: Path, partitions: int,
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A standalone `hub worker` in the hub's consumer group, using the hub's registry with its operator token."""
     env = dict(os.environ, HUB_BOOTSTRAP=hub.bootstrap, HUB_APP_ID=app_id, HUB_REGISTRY_URL=hub.api,
-               HUB_TOKEN=hub.token, HUB_STATE_DIR=str(state), HUB_TOPIC_PARTITIONS=str(partitions))
+               HUB_TOKEN=hub.token, HUB_STATE_DIR=str(state), HUB_TOPIC_PARTITIONS=str(partitions),
+               **(extra_env or {}))
     log = open(state / "worker.log", "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen([sys.executable, "-m", "hub.cli.main", "worker"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
