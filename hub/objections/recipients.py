@@ -1,30 +1,37 @@
 """Who received which record: ``hub.recipients``, written by the workers, read when an objection is filed or
 flagged.
 
-**The table.** One record per (resource, record key, set of consumers) an event of the record was delivered to,
-keyed ``<resource>`` U+001F ``<record key>`` U+001F ``<consumer>,<consumer>...``, value ``<epoch ms> <event id>``
-(text: only the hub reads it). A record's versions usually go to the same consumers, so that is one key per
-record; keying by the set rather than by each consumer halves what the hot path writes (two consumers per event
-is typical). All the keys of one record land on one partition (``partition_of`` of the ``<resource>`` U+001F
-``<record key>`` U+001F prefix), so the recipients of a record are the union of the sets on one partition.
+**The table.** A worker notes, per batch and partition, every (resource, record key, set of consumers) an event
+of the batch was delivered to: one Kafka record per partition a batch touches, not one per event (a record per
+event cost the hot path about a tenth of its throughput). Its key is U+001E ``<first event id>/<last event
+id>/<entries>`` (unique per batch, so compaction keeps every batch note), its value JSON
+``{"at": <epoch ms>, "sets": [["<resource>\x1f<record key>\x1f<consumer>,<consumer>...", "<event id>"], ...]}``
+(only the hub reads it). A record's versions usually go to the same consumers, so that is one entry per record;
+noting the set rather than each consumer halves the entries (two consumers per event is typical). All the
+entries of one record land on one partition (``partition_of`` of the ``<resource>`` U+001F ``<record key>``
+U+001F prefix), so the recipients of a record are the union of its sets on one partition.
+
+Records of the earlier layout, one per set (key ``<resource>`` U+001F ``<record key>`` U+001F ``<consumers>``,
+value ``<epoch ms> <event id>``; a tombstone forgets the set), are still read.
 
 **The bound.** The topic is ``cleanup.policy=compact,delete`` with ``retention.ms`` = the objection filing
-window (``HUB_OBJECTION_WINDOW_DAYS``, 90 days by default): compaction keeps one record per key, deletion drops
-a key whose last write is older than the window. So it holds at most one record per (record, recipient set)
-delivered within the window, and a delivery older than that can no longer be objected to.
+window (``HUB_OBJECTION_WINDOW_DAYS``, 90 days by default): deletion drops a note older than the window. A worker
+notes a set at most once per ``refresh_ms`` (a day by default) while it keeps being delivered, so the topic holds
+at most one entry per (record, recipient set) and day of the window it was delivered on, and a delivery older
+than the window can no longer be objected to.
 
-**The hot path.** A worker writes a key on its first delivery only: :class:`FirstDeliveries`, a bounded
-in-memory map, suppresses rewrites of a key written less than ``refresh_ms`` ago (one dict lookup per event).
-A key delivered again after that is written again, which moves it forward in the retention window (so a record
-delivered yesterday can be objected to for the whole window, give or take ``refresh_ms``). A key evicted from
-the map (or forgotten on restart) is simply written again: harmless in a compacted topic.
+**The hot path.** :class:`FirstDeliveries`, a bounded in-memory map, suppresses notes of a set written less than
+``refresh_ms`` ago (one dict lookup per event). A set noted again after that moves forward in the retention
+window (so a record delivered yesterday can be objected to for the whole window, give or take ``refresh_ms``).
+A set evicted from the map (or forgotten on restart) is simply noted again: the union does not change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aiokafka import TopicPartition
 
@@ -34,6 +41,7 @@ from hub.contract import RECIPIENTS_TOPIC
 from hub.settings import Settings
 
 SEPARATOR = "\x1f"  # cannot occur in a node or resource id; a record key containing it still parses (rpartition)
+BATCH_MARKER = b"\x1e"  # the first byte of a batch note's key (a resource id never starts with it)
 DEFAULT_CAPACITY = 200_000
 DEFAULT_REFRESH_MS = 86_400_000
 
@@ -43,25 +51,22 @@ def record_prefix(resource: str, record_key: str) -> bytes:
     return f"{resource}{SEPARATOR}{record_key}{SEPARATOR}".encode()
 
 
-def recipient_key(prefix: bytes, consumers: str) -> bytes:
-    """The key of one recipient set (``consumers``: node ids joined by ``,``, which no node id contains)."""
-    return prefix + consumers.encode()
-
-
 def partition_for(prefix: bytes, partitions: int) -> int:
     return partition_of(prefix, partitions)
 
 
-def recipient_value(event_id: str, at: int) -> bytes:
-    """``<epoch ms> <event id>`` as text: written on the hot path, where json.dumps would cost more than the rest of
-    the note together."""
-    return f"{at} {event_id}".encode()
+def set_entry(resource: str, record_key: str, consumers: str) -> str:
+    """The entry of one recipient set in a batch note (``consumers``: node ids joined by ``,``)."""
+    return f"{resource}{SEPARATOR}{record_key}{SEPARATOR}{consumers}"
 
 
-def parse_value(value: bytes) -> tuple[int, str]:
-    """(when it was delivered, the event id) of a ``hub.recipients`` value."""
-    at, _, event_id = value.decode("utf-8", errors="replace").partition(" ")
-    return int(at), event_id
+def batch_note(at: int, entries: Sequence[tuple[str, str]]) -> tuple[bytes, bytes]:
+    """(key, value) of the note of a batch's ``(set entry, event id)`` pairs on one partition, at ``at``.
+
+    The key names the batch's first and last event and its size: unique, so compaction keeps every note (the
+    same batch processed again after a crash writes the same key and value)."""
+    key = BATCH_MARKER + f"{entries[0][1]}/{entries[-1][1]}/{len(entries)}".encode()
+    return key, json.dumps({"at": at, "sets": entries}, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def consumers_of(key: bytes | None, prefix: bytes) -> str | None:
@@ -72,10 +77,32 @@ def consumers_of(key: bytes | None, prefix: bytes) -> str | None:
     return consumers if consumers and SEPARATOR not in consumers else None
 
 
+def batch_sets(value: bytes, prefix: bytes) -> list[str]:
+    """The recipient sets a batch note lists for the record of ``prefix`` (none if the value is not a note)."""
+    try:
+        note = json.loads(value)
+        entries = note["sets"]
+    except (ValueError, TypeError, KeyError):
+        return []
+    text = prefix.decode("utf-8", errors="replace")
+    found = []
+    for entry in entries if isinstance(entries, list) else ():
+        if isinstance(entry, list) and entry and isinstance(entry[0], str) and entry[0].startswith(text):
+            consumers = entry[0][len(text):]
+            if consumers and SEPARATOR not in consumers:
+                found.append(consumers)
+    return found
+
+
 def recipients_from(records: Iterable[tuple[bytes | None, bytes | None]], prefix: bytes) -> set[str]:
-    """The consumers of one record, from ``(key, value)`` pairs in log order (a tombstone forgets a set)."""
+    """The consumers of one record, from ``(key, value)`` pairs in log order: the sets of the batch notes, and of
+    the earlier per-set records (a tombstone forgets such a set)."""
     sets: set[str] = set()
     for key, value in records:
+        if key and key.startswith(BATCH_MARKER):
+            if value is not None:
+                sets.update(batch_sets(value, prefix))
+            continue
         consumers = consumers_of(key, prefix)
         if consumers is None:
             continue
@@ -94,9 +121,9 @@ class FirstDeliveries:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, refresh_ms: int = DEFAULT_REFRESH_MS) -> None:
         self.capacity = capacity
         self.refresh_ms = refresh_ms
-        self._written: dict[bytes, int] = {}
+        self._written: dict[str | bytes, int] = {}
 
-    def due(self, key: bytes, now: int) -> bool:
+    def due(self, key: str | bytes, now: int) -> bool:
         """True (and remembered as written at ``now``) unless the key was written less than refresh_ms ago."""
         written = self._written.get(key)
         if written is not None and now - written < self.refresh_ms:

@@ -54,7 +54,7 @@ from hub.contract import (
 )
 from hub.federation.model import PEER_TIERS, continued_lineage
 from hub.objections.model import Objection
-from hub.objections.recipients import FirstDeliveries, partition_for, recipient_key, recipient_value, record_prefix
+from hub.objections.recipients import FirstDeliveries, batch_note, partition_for, record_prefix, set_entry
 from hub.pipeline.dedupe import DedupeWindow
 from hub.policy.decision import Decision, Reason, decide
 from hub.policy.masking import MaskPlan, apply_mask
@@ -96,6 +96,8 @@ class BatchResult:
     duplicates: int = 0
     # the hub.records rows among ``outputs`` with their decoded record (the call tables apply them directly)
     rows: list[tuple[OutRecord, Mapping[str, Any]]] = field(default_factory=list)
+    # hub.recipients partition -> (set entry, event id) of the first deliveries noted (one note per partition)
+    recipient_sets: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +405,9 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
         prior = headers.get(H_LINEAGE) if resource.tier in PEER_TIERS else None  # only another platform's hops
         _deliver(rec, event_id, resource, record, district, ctx.routes(resource, district), now, ctx, result, source,
                  headers.get(H_OBJECTION), prior_lineage=prior)
+    for partition, entries in result.recipient_sets.items():  # after the batch's feeds: one note per partition
+        key, value = batch_note(now, entries)
+        result.outputs.append(OutRecord(RECIPIENTS_TOPIC, key, value, [], partition))
     return result
 
 
@@ -480,19 +485,24 @@ def _deliver(
         result.latencies_from_ms.append(rec.timestamp_ms)
     first = ctx.first_deliveries
     if first is not None and pk is not None and correction is None and len(outputs) > delivered_before:
-        _note_recipients(resource.id, pk, event_id, entries, now, first, ctx.recipients_partitions, outputs)
+        _note_recipients(resource.id, pk, event_id, entries, now, first, ctx.recipients_partitions,
+                         result.recipient_sets)
 
 
 def _note_recipients(
     resource_id: str, pk: str, event_id: str, entries: Sequence[dict[str, Any]], now: int, first: FirstDeliveries,
-    partitions: int, outputs: list[OutRecord],
+    partitions: int, noted: dict[int, list[tuple[str, str]]],
 ) -> None:
-    """The ``hub.recipients`` record of the set of consumers this record went to, unless written lately."""
-    prefix = record_prefix(resource_id, pk)
-    rkey = recipient_key(prefix, ",".join([e["counterparty"] for e in entries if e["decision"] == ALLOW]))
-    if first.due(rkey, now):
-        outputs.append(OutRecord(RECIPIENTS_TOPIC, rkey, recipient_value(event_id, now), [],
-                                 partition_for(prefix, partitions)))
+    """Note the set of consumers this record went to for the batch's ``hub.recipients`` note, unless noted
+    lately."""
+    entry = set_entry(resource_id, pk, ",".join([e["counterparty"] for e in entries if e["decision"] == ALLOW]))
+    if first.due(entry, now):
+        partition = partition_for(record_prefix(resource_id, pk), partitions)
+        found = noted.get(partition)
+        if found is None:
+            noted[partition] = [(entry, event_id)]
+        else:
+            found.append((entry, event_id))
 
 
 def _correction_of(

@@ -3,14 +3,15 @@ and the bounded first-delivery notes on hub.recipients."""
 
 from __future__ import annotations
 
+import json
+
 from hub.audit.records import correction_reason
 from hub.contract import H_EVENT_ID, H_FLAG, H_OBJECTION, H_RESOURCE, H_RULE, RECIPIENTS_TOPIC
 from hub.objections.machine import FilingRequest, Limits, file, transition
 from hub.objections.model import Objection
 from hub.objections.recipients import (
     FirstDeliveries,
-    consumers_of,
-    parse_value,
+    batch_sets,
     partition_for,
     recipients_from,
     record_prefix,
@@ -92,17 +93,19 @@ def test_first_deliveries_are_noted_once_per_record_and_consumer(ctx: ExchangeCo
     ctx.recipients_partitions = 4
     value = framing.encode(VACC_ID, VACC, vacc_record(record_id="r1"))
     first = process_batch([raw(value, offset=1)], ctx)
-    [note] = [o for o in first.outputs if o.topic == RECIPIENTS_TOPIC]  # one per recipient set
+    [note] = [o for o in first.outputs if o.topic == RECIPIENTS_TOPIC]  # one per partition and batch
     prefix = record_prefix(RESOURCE, "r1")
-    assert sorted(consumers_of(note.key, prefix).split(",")) == ["district.310115", "municipal.civil-affairs"]
-    assert note.partition == partition_for(prefix, 4)  # all of one record's keys share a partition
-    assert parse_value(note.value)[0] == ctx.clock_ms()
+    [consumers] = batch_sets(note.value, prefix)
+    assert sorted(consumers.split(",")) == ["district.310115", "municipal.civil-affairs"]
+    assert note.partition == partition_for(prefix, 4)  # all of one record's sets share a partition
+    assert json.loads(note.value)["at"] == ctx.clock_ms()
     moved = process_batch([raw(framing.encode(VACC_ID, VACC, vacc_record(district="310104", record_id="r1")),
                                headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, b"e3")], offset=3)], ctx)
-    [other] = [o for o in moved.outputs if o.topic == RECIPIENTS_TOPIC]  # another set: another key
+    [other] = [o for o in moved.outputs if o.topic == RECIPIENTS_TOPIC]  # another set: noted again
     assert other.partition == note.partition and other.key != note.key
+    [moved_to] = batch_sets(other.value, prefix)
     assert recipients_from([(note.key, note.value), (other.key, other.value)], prefix) == {
-        "district.310115", "municipal.civil-affairs"} | set(consumers_of(other.key, prefix).split(","))
+        "district.310115", "municipal.civil-affairs"} | set(moved_to.split(","))
     again = process_batch([raw(value, headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, b"e2")], offset=2)],
                           ctx)
     assert not [o for o in again.outputs if o.topic == RECIPIENTS_TOPIC]  # written lately: suppressed
@@ -121,4 +124,26 @@ def test_recipients_are_read_back_per_record_with_tombstones() -> None:
     other = record_prefix(RESOURCE, "r10")
     log = [(prefix + b"district.310115,municipal.market", b"1 e"), (other + b"region.js", b"1 e"),
            (prefix + b"municipal.market", b"2 e"), (prefix + b"district.310115,municipal.market", None), (None, b"x")]
-    assert recipients_from(log, prefix) == {"municipal.market"}
+    assert recipients_from(log, prefix) == {"municipal.market"}  # the per-set records of earlier releases
+
+
+def test_a_batch_note_holds_every_record_of_its_partition_once(ctx: ExchangeContext) -> None:  # noqa: F811
+    ctx.first_deliveries = FirstDeliveries(capacity=100, refresh_ms=1000)
+    ctx.recipients_partitions = 2
+    keys = [f"r{i}" for i in range(20)]
+    batch = [raw(framing.encode(VACC_ID, VACC, vacc_record(record_id=k)),
+                 headers=[(H_RESOURCE, RESOURCE.encode()), (H_EVENT_ID, f"e{i}".encode())], offset=i)
+             for i, k in enumerate(keys)]
+    result = process_batch(batch, ctx)
+    notes = [o for o in result.outputs if o.topic == RECIPIENTS_TOPIC]
+    assert len(notes) == 2 and {n.partition for n in notes} == {0, 1}  # one per partition, not one per event
+    assert result.outputs[-len(notes):] == notes  # after the batch's feeds
+    for k in keys:
+        prefix = record_prefix(RESOURCE, k)
+        [note] = [n for n in notes if n.partition == partition_for(prefix, 2)]
+        assert recipients_from([(n.key, n.value) for n in notes], prefix) == {
+            "district.310115", "municipal.civil-affairs"}
+        assert len(batch_sets(note.value, prefix)) == 1
+    again = process_batch(batch, ctx)
+    assert again.duplicates == 20 and not [o for o in again.outputs if o.topic == RECIPIENTS_TOPIC]
+    assert batch_sets(b"not json", record_prefix(RESOURCE, "r1")) == []
