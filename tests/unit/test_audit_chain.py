@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import enum
+import functools
+import hashlib
 import io
 import itertools
 import json
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import fastavro
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hub.audit import chain as chain_module
 from hub.audit.chain import (
     CHECKPOINT,
     KEYED_PREFIX,
@@ -489,3 +500,194 @@ def test_a_shared_delivery_entry_hashes_like_a_fresh_copy() -> None:
     second = {"event_id": "e2", "action": "publish", "deliveries": [entry]}
     assert canonical_bytes(first) == canonical_bytes({**first, "deliveries": [dict(entry)]})
     assert canonical_bytes(second) == canonical_bytes({**second, "deliveries": [dict(entry)]})
+
+
+# ------------------------------------------------------------- orjson: the same bytes as the json module
+
+
+def reference_bytes(record: dict[str, Any]) -> bytes:
+    """canonical_bytes as every chain so far was sealed: the json module's encoder (before orjson)."""
+    content = {k: v for k, v in record.items() if v is not None and k != "hash"}
+    deliveries = content.get("deliveries")
+    if deliveries is not None:
+        if deliveries:
+            content["deliveries"] = [{k: v for k, v in d.items() if v not in (None, [], ())} for d in deliveries]
+        else:
+            del content["deliveries"]
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=chain_module._json_default).encode()
+
+
+def outcome(encode: Callable[[dict[str, Any]], bytes], record: dict[str, Any]) -> bytes | tuple[type, str]:
+    try:
+        return encode(record)
+    except Exception as exc:  # the same error (type and message) as before counts as the same outcome
+        return type(exc), str(exc)
+
+
+@contextlib.contextmanager
+def json_encoder_forbidden() -> Iterator[None]:
+    """Inside: canonical_bytes must not fall back to the json encoder (the bytes are orjson's)."""
+    def refuse(value: Any) -> str:
+        raise AssertionError("canonical_bytes fell back to the json encoder")
+
+    with mock.patch.object(chain_module, "_ENCODE", refuse):
+        yield
+
+
+TRICKY = "".join(map(chr, range(0x20))) + '"\\/\x7f\x80\xa0\xad\u2028\u2029\ufeff\uffff\U0001f600\U0010ffff'
+texts = st.text(st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=12)  # no surrogates
+keys = st.text(st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=6)
+any_texts = st.text(st.one_of(st.characters(), st.sampled_from(TRICKY)), max_size=12)  # lone surrogates too
+in_64_bits = st.integers(min_value=-(2**63), max_value=2**64 - 1)
+edges = st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 2**100, -(2**100)])
+datetimes = st.datetimes(timezones=st.sampled_from([None, UTC, timezone(timedelta(hours=8))]))
+plain_leaves = st.one_of(texts, in_64_bits, st.booleans(), st.none(), datetimes)
+plain_values = st.recursive(
+    plain_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=12,
+)
+any_leaves = st.one_of(
+    any_texts, st.integers(), edges, st.booleans(), st.none(), datetimes, st.floats(),
+    st.binary(max_size=4), st.uuids(), st.dates(),
+)
+any_values = st.recursive(
+    any_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.lists(inner, max_size=3).map(tuple)
+    | st.dictionaries(keys, inner, max_size=4) | st.dictionaries(st.integers(0, 9), inner, max_size=2),
+    max_leaves=12,
+)
+
+
+def audit_records(leaves: st.SearchStrategy[Any], values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """AuditRecord-shaped dicts (every field of the schema, deliveries included) with ``leaves`` as field
+    values, and a few extra fields holding ``values``."""
+    optional = st.one_of(st.none(), leaves)
+    entry = st.fixed_dictionaries({
+        "counterparty": leaves, "scenario": optional, "grant": optional, "to_tier": optional,
+        "direction": optional, "decision": leaves, "reason": leaves,
+        "masked_fields": st.one_of(st.lists(leaves, max_size=3), st.just([])),
+    })
+    fields = {
+        "event_id": leaves, "audit_id": leaves, "ts": st.one_of(leaves, in_64_bits, datetimes), "action": leaves,
+        "actor": leaves, "decision": leaves, "reason": leaves, "masked_fields": st.lists(leaves, max_size=3),
+        **{name: optional for name in ("counterparty", "resource", "scenario", "grant", "from_tier", "to_tier",
+                                       "direction", "key_hash", "prev_hash", "hash", "source")},
+        "seq": st.one_of(st.none(), leaves, in_64_bits), "deliveries": st.lists(entry, max_size=3),
+    }
+    return st.builds(lambda record, extra: {**extra, **record},
+                     st.fixed_dictionaries(fields), st.dictionaries(keys, values, max_size=3))
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(audit_records(st.one_of(texts, in_64_bits, st.booleans(), datetimes), plain_values))
+def test_orjson_gives_the_json_modules_bytes_for_every_plain_audit_record(record: dict[str, Any]) -> None:
+    """Strings (controls, quotes, backslashes, non-BMP), 64-bit ints, booleans, datetimes, nested lists, tuples
+    and dicts: orjson's bytes, the same as the json module's."""
+    with json_encoder_forbidden():
+        assert canonical_bytes(record) == reference_bytes(record)
+        assert record_hash(record) == hashlib.sha256(reference_bytes(record)).hexdigest()
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(audit_records(any_leaves, any_values))
+def test_canonical_bytes_are_the_json_modules_for_any_audit_record(record: dict[str, Any]) -> None:
+    """Anything else too (big ints, floats, NaN, lone surrogates, bytes, UUIDs, dates, int keys): the same bytes
+    or the same error as before orjson."""
+    assert outcome(canonical_bytes, record) == outcome(reference_bytes, record)
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    ONE = 1
+
+
+class Tier(enum.StrEnum):
+    DISTRICT = "district"
+
+
+class Name(str):
+    pass
+
+
+@dataclasses.dataclass
+class Point:
+    x: int = 1
+
+
+@pytest.mark.parametrize("value", [
+    "".join(map(chr, range(0x20))),  # \b \f \n \r \t short, the others \u00XX in lowercase hex
+    "\x7f DEL \u2028 \u2029 \ufeff raw", "\U0001f600 \U0010ffff non-BMP raw", 'quote " back\\slash /',
+    "张三", 2**63 - 1, 2**64 - 1, -(2**63), 0, -1, True, False,
+    datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 8, 0, 0, 999), datetime(1969, 12, 31, 23, 59, 59, 1500),
+    datetime(2026, 1, 1, 8, tzinfo=timezone(timedelta(hours=8))),
+    [None, True, 1, "x", ["y"], {"b": 1, "a": 2}], ("tuple", 1), {"é": 1, "e": 2, "\U0001f600": 3, "\uffff": 4},
+])
+def test_orjson_encodes_plain_values_as_the_json_module(value: Any) -> None:
+    for record in ({"reason": value, "seq": 3}, {"masked_fields": [value], "ts": value},
+                   {"deliveries": [{"counterparty": "n", "reason": value, "masked_fields": [value]}]}):
+        with json_encoder_forbidden():
+            assert canonical_bytes(record) == reference_bytes(record)
+
+
+@pytest.mark.parametrize("value", [
+    2**64, -(2**63) - 1, 2**200,  # orjson refuses ints beyond 64 bits
+    0.1, 1.0, -0.0, 1e-05, 1e16, 1e22, 5e-324, 1.7976931348623157e308,  # floats: 1e-05 is 0.00001 for orjson
+    {1: "int key"}, {True: "bool key"}, {Name("b"): 1, "a": 2},  # keys orjson refuses
+    b"\x00\xff", bytearray(b"ab"), memoryview(b"ab"),  # _json_default's hex
+    Level.ONE, Tier.DISTRICT, Name("str subclass"),  # subclasses: the json module's own way
+    functools.reduce(lambda inner, _: [inner], range(300), ["deep"]),  # deeper than orjson goes
+])
+def test_values_orjson_would_encode_otherwise_fall_back_to_the_json_encoder(value: Any) -> None:
+    for record in ({"reason": value, "seq": 3}, {"masked_fields": [value], "ts": 1},
+                   {"deliveries": [{"counterparty": "n", "reason": value}]}):
+        assert canonical_bytes(record) == reference_bytes(record)
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (float("nan"), ValueError), (float("inf"), ValueError), (-float("inf"), ValueError),  # orjson: null
+    ("lone \ud800 surrogate", UnicodeEncodeError), ("\udfff", UnicodeEncodeError),
+    (date(2026, 1, 1), TypeError), (uuid.UUID(int=1), TypeError), (Colour.RED, TypeError),  # orjson: encoded
+    (Point(), TypeError), ({1, 2}, TypeError), (orjson.Fragment(b"1"), TypeError), (object(), TypeError),
+    ({1: "a", "b": 2}, TypeError),  # keys that do not sort
+])
+def test_values_the_json_encoder_refused_are_still_refused_with_the_same_error(value: Any, error: type) -> None:
+    for record in ({"reason": value, "seq": 3}, {"masked_fields": [value], "ts": 1},
+                   {"deliveries": [{"counterparty": "n", "reason": value}]}):
+        with pytest.raises(error) as raised:
+            canonical_bytes(record)
+        assert outcome(canonical_bytes, record) == outcome(reference_bytes, record) == (type(raised.value),
+                                                                                        str(raised.value))
+
+
+@pytest.mark.parametrize("record", [{1: "int key", "a": "x"}, {Name("b"): 1, "a": ["x"]}, {True: 1, "seq": 2}])
+def test_record_keys_orjson_refuses_fall_back_to_the_json_encoder(record: dict[Any, Any]) -> None:
+    assert outcome(canonical_bytes, record) == outcome(reference_bytes, record)
+
+
+def test_the_records_the_hub_writes_and_reads_take_orjson() -> None:
+    """The hot path (built records, shared delivery entries) and verification (Avro-decoded records,
+    datetimes) never fall back; and a chain sealed with orjson verifies as the json module sees it."""
+    records = [audit(i) for i in range(5)] + [legacy_audit(i) for i in range(5)]
+    with json_encoder_forbidden():
+        sealed = ChainWriter(0, checkpoint_every=3).seal_batch(records, NOW)
+        decoded = [framing.decode_body(framing.split(framing.encode(1, AUDIT, r))[1], AUDIT) for r in sealed]
+        assert verify(enumerate(decoded)).ok
+        for record in sealed + decoded:
+            assert canonical_bytes(record) == reference_bytes(record)
+    for record in sealed + decoded:
+        assert record["hash"] == hashlib.sha256(reference_bytes(record)).hexdigest()
+
+
+def test_a_shared_delivery_entry_that_is_not_plain_falls_back_each_time() -> None:
+    """A cleaned entry is cached; one holding a float is marked so that every record with it falls back."""
+    entry = {"counterparty": "n", "decision": "allow", "reason": "r", "masked_fields": ["a", 1e-05]}
+    for i in range(3):
+        record = {"event_id": f"e{i}", "deliveries": [entry, {"counterparty": "m", "reason": 1e-05}]}
+        assert canonical_bytes(record) == reference_bytes(record)
+        assert b"1e-05" in canonical_bytes(record)
