@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from hub.kafka_logging import KafkaLogFilter, install_kafka_log_filter
 from hub.metrics.bundle import TIERS, HubMetrics
 from hub.settings import Settings
 from hub.shutdown import HubModeWorker, bounded, install_signal_handlers, install_watchdog, reset_stop_budget, watchdog
+from hub.worker import gc_pacing
 
 log = logging.getLogger("hub")
 
@@ -226,15 +226,6 @@ def quiet_libraries(kafka_filter: KafkaLogFilter | None = None) -> None:
         install_kafka_log_filter(kafka_filter)
 
 
-def tune_gc() -> None:
-    """Fewer, cheaper garbage collections for a process that allocates a few dozen objects per event and keeps
-    large long-lived state (dedupe windows, call tables): everything alive after start-up is frozen out of the
-    collector's scans, and the youngest generation is collected every 50,000 allocations instead of 700. The
-    process profile of the hot path went from ~50 to ~20 µs an event (``bench/throughput.py --profile``)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def prepare_topics(settings: Settings, bootstrap: str) -> list[str]:
     """Create the hub's own topics before any client touches them (the broker may auto-create a missing topic
     with one partition, which would break partition-index ownership), then wait until the new topics have
@@ -377,7 +368,7 @@ def run_worker(
     services.append(status_service)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics_registry)
-    tune_gc()
+    gc_pacing.install()
     worker = HubModeWorker(*services, watchdog=dog, override_logging=False, quiet=True, redirect_stdouts=False)
     try:
         worker.execute_from_commandline()

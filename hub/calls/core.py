@@ -651,7 +651,9 @@ class RecordTable:
 
     def __init__(self) -> None:
         self.values: dict[str, dict[bytes, bytes]] = {}
-        self.indexed: dict[bytes, tuple[tuple[str, str], ...]] = {}
+        # indexed values as text (``pack_indexed``): the dict gains an entry per row, and neither a string nor a
+        # dict of strings is tracked by the garbage collector, where tuples are until a collection scans them
+        self.indexed: dict[bytes, str | tuple[tuple[str, str], ...]] = {}
         self.count = 0
 
     def __len__(self) -> int:
@@ -669,7 +671,11 @@ class RecordTable:
 
     def get(self, key: bytes) -> Row | None:
         value = self.value_of(key)
-        return Row(value, -1, 0, self.indexed.get(key)) if value is not None else None
+        return Row(value, -1, 0, self._indexed_of(key)) if value is not None else None
+
+    def _indexed_of(self, key: bytes) -> tuple[tuple[str, str], ...] | None:
+        packed = self.indexed.get(key)
+        return unpack_indexed(packed) if packed is not None else None
 
     def apply(self, key: bytes, row: Row | None) -> Row | None:
         """Set (or with None, delete) a key's row; returns the previous row."""
@@ -680,7 +686,7 @@ class RecordTable:
                 return None
             rows = self.values[rid] = {}
         old_value = rows.pop(pk, None) if row is None else rows.get(pk)
-        old = Row(old_value, -1, 0, self.indexed.get(key)) if old_value is not None else None
+        old = Row(old_value, -1, 0, self._indexed_of(key)) if old_value is not None else None
         if row is None:
             self.indexed.pop(key, None)
             self.count -= old is not None
@@ -695,7 +701,22 @@ class RecordTable:
         if not indexed:
             self.indexed.pop(key, None)
         else:
-            self.indexed[key] = indexed
+            self.indexed[key] = pack_indexed(indexed)
+
+
+_PAIR, _ITEM = "\x1f", "\x1e"
+
+
+def pack_indexed(indexed: tuple[tuple[str, str], ...]) -> str | tuple[tuple[str, str], ...]:
+    """A row's indexed (field, value) pairs as one string, or as given if a value holds a separator."""
+    packed = _ITEM.join([f"{f}{_PAIR}{v}" for f, v in indexed])
+    return packed if packed.count(_PAIR) == len(indexed) and packed.count(_ITEM) == len(indexed) - 1 else indexed
+
+
+def unpack_indexed(packed: str | tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    if not isinstance(packed, str):
+        return packed
+    return tuple((f, v) for f, _, v in (item.partition(_PAIR) for item in packed.split(_ITEM)))
 
 
 def resource_of_store_key(key: bytes) -> tuple[str, str] | None:
@@ -735,19 +756,24 @@ def index_changes(
 
 
 class IndexTable:
-    """One ``hub.records.index`` partition: (resource, field, value) -> {primary key: row timestamp}."""
+    """One ``hub.records.index`` partition: (resource, field, value) -> {primary key: row timestamp}.
+
+    Keyed by the entry key's text without the primary key (``<resource>`` U+001F ``<field>`` U+001F ``<value>``),
+    a string rather than a tuple: the table gains an entry per indexed value, and a string is never tracked by the
+    garbage collector (nor is the inner dict of strings and ints)."""
 
     __slots__ = ("entries",)
 
     def __init__(self) -> None:
-        self.entries: dict[tuple[str, str, str], dict[str, int]] = {}
+        self.entries: dict[str, dict[str, int]] = {}
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        parsed = parse_index_entry_key(key)
-        if parsed is None:
+        text = key.decode("utf-8", errors="replace")
+        parts = text.split(SEP, 3)
+        if len(parts) != 4:
             return
-        rid, field_name, val, pk = parsed
-        slot = (rid, field_name, val)
+        pk = parts[3]
+        slot = text[: len(text) - len(pk) - 1]
         if value is None:
             pks = self.entries.get(slot)
             if pks is not None:
@@ -762,7 +788,7 @@ class IndexTable:
         self.entries.setdefault(slot, {})[pk] = ts
 
     def matches(self, resource_id: str, field_name: str, value: str) -> dict[str, int]:
-        return dict(self.entries.get((resource_id, field_name, value), {}))
+        return dict(self.entries.get(f"{resource_id}{SEP}{field_name}{SEP}{value}", {}))
 
 
 def quota_key(grant_id: str, day: date) -> str:

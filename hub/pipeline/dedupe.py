@@ -10,25 +10,30 @@ over while keeping the window near 25 MB.
 from __future__ import annotations
 
 DEFAULT_CAPACITY = 100_000
+_JOIN = "\x1f".join  # a node id (the pair's first part) never contains U+001F: joined pairs stay distinct
 
 
 class DedupeWindow:
-    """Insertion-ordered set with a capacity: the oldest keys are forgotten first."""
+    """Insertion-ordered set with a capacity: the oldest keys are forgotten first.
+
+    Pairs are kept joined into one string: a string is not tracked by the garbage collector, where a tuple is
+    until a collection has scanned it, and the window gains a key per event."""
 
     __slots__ = ("_keys", "capacity")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
-        self._keys: dict[tuple[str, str], None] = {}
+        self._keys: dict[str, None] = {}
         self.capacity = capacity
 
     def __contains__(self, key: tuple[str, str]) -> bool:
-        return key in self._keys
+        return _JOIN(key) in self._keys
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: tuple[str, str]) -> None:
+    def add(self, pair: tuple[str, str]) -> None:
         keys = self._keys
+        key = _JOIN(pair)
         if key in keys:
             return
         keys[key] = None

@@ -61,6 +61,7 @@ from hub.registry.client import RegistryClient
 from hub.registry.files import AUDIT_SCHEMA_FILE, QUARANTINE_SCHEMA_FILE, schema_text
 from hub.settings import Settings
 from hub.shutdown import bounded
+from hub.worker import gc_pacing
 from hub.worker.assignor import PartitionIndexAssignor
 from hub.worker.audit_writer import AuditWriter
 from hub.worker.partitions import PartitionStates
@@ -270,7 +271,9 @@ class HubWorker(mode.Service):
                     self._reread(polled)
                     continue
                 await self._dispatch_batch(polled)
+            del polled  # the batch's input records, before a collection between batches
             await self._backpressure()
+            gc_pacing.collect_if_due()
 
     def _reread(self, polled: dict[TopicPartition, list[Any]]) -> None:
         """A batch polled across a rebalance: not processed; partitions still owned are read again from it."""
@@ -438,8 +441,12 @@ class HubWorker(mode.Service):
     # ------------------------------------------------------------ timers
     async def _idle(self) -> None:
         lag_at = 0.0
+        batches = -1
         while True:
             await asyncio.sleep(IDLE_TICK_S)
+            if self.exchange.batches == batches:  # no batch since the last tick: nothing else collects
+                gc_pacing.collect_if_due()
+            batches = self.exchange.batches
             try:
                 await self.audit.idle()
             except Exception as exc:

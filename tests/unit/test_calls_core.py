@@ -302,6 +302,20 @@ def test_record_table_keeps_the_current_version() -> None:
     assert core.resource_of_store_key(key) == (PERSON, "p1")
 
 
+def test_record_table_keeps_indexed_values_untracked_and_exact() -> None:
+    import gc
+
+    table = RecordTable()
+    indexed = (("resident_id", "310115199001011234"), ("site_uscc", "91310000MA1FL0000X"))
+    table.apply(store_key(PERSON, "p1"), Row(b"v1", 0, 1, indexed))
+    assert table.get(store_key(PERSON, "p1")).indexed == indexed
+    assert not gc.is_tracked(table.indexed[store_key(PERSON, "p1")])  # one string per row, never scanned
+    odd = (("name", "a\x1fb"), ("note", "c\x1ed"))  # separators inside values: kept as given, still exact
+    table.apply(store_key(PERSON, "p2"), Row(b"v2", 0, 1, odd))
+    assert table.get(store_key(PERSON, "p2")).indexed == odd
+    assert core.unpack_indexed(core.pack_indexed((("f", ""),))) == (("f", ""),)
+
+
 def test_index_changes_retract_old_values_and_the_index_follows() -> None:
     old = (("resident_id", "A"), ("site_uscc", "S"))
     new = (("resident_id", "B"), ("site_uscc", "S"))
@@ -314,6 +328,8 @@ def test_index_changes_retract_old_values_and_the_index_follows() -> None:
     assert index.matches(VACCINATION, "resident_id", "A") == {}
     assert index.matches(VACCINATION, "resident_id", "B") == {"v-1": 99}
     assert index.matches(VACCINATION, "site_uscc", "S") == {"v-1": 50}  # unchanged value: entry kept
+    index.apply(b"no separators", b"1")  # not an entry key: ignored
+    assert len(index.entries) == 2
     assert core.index_values({"resident_id": "b", "site_uscc": None}, ("resident_id", "site_uscc")) == (
         ("resident_id", "B"),)
 
