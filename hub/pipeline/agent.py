@@ -28,6 +28,7 @@ from hub.catalogue.model import ExchangeConfig
 from hub.contract import H_RESOURCE, RECIPIENTS_TOPIC, masked_subject
 from hub.control.view import ControlView
 from hub.metrics.bundle import HubMetrics
+from hub.metrics.histograms import observe_many
 from hub.objections.recipients import FirstDeliveries
 from hub.pipeline.core import DeliveryPlan, EncodedSchema, ExchangeContext, Tally, process_batch
 from hub.policy.masking import derived_schema, is_passthrough, plan_for
@@ -104,9 +105,7 @@ class ExchangeAgent(Agent):
             elif name == "quarantined":
                 m.quarantined.labels(*labels).inc(n)
         now = time.time()
-        observe = m.latency.observe
-        for ts in latencies_from_ms:
-            observe(max(0.0, now - ts / 1000.0))
+        observe_many(m.latency, [max(0.0, now - ts / 1000.0) for ts in latencies_from_ms])
 
     # ------------------------------------------------------------ the control plane's view
     async def _build_context(self) -> ExchangeContext:
