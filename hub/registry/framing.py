@@ -96,23 +96,15 @@ def named_types(dependencies: list[str | dict[str, Any]]) -> dict[str, Any]:
 
 def make_encoder(schema_id: int, schema: str | dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
     """A fast ``record -> Confluent-framed bytes`` function for one schema (compiled once; fastavro fallback)."""
-    from hub.registry.fastwrite import UnsupportedSchema, compile_writer
+    from hub.registry.fastwrite import UnsupportedSchema, compile_encoder
 
     if isinstance(schema, str):
         schema = json.loads(schema)
-    prefix = HEADER.pack(MAGIC, schema_id)
     try:
-        write = compile_writer(schema)
+        return compile_encoder(schema, HEADER.pack(MAGIC, schema_id))
     except UnsupportedSchema:
         parsed = parse_schema(schema)
         return lambda record: encode(schema_id, parsed, record)
-
-    def encode_fast(record: dict[str, Any]) -> bytes:
-        out = bytearray(prefix)
-        write(out, record)
-        return bytes(out)
-
-    return encode_fast
 
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
