@@ -33,6 +33,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 
+import orjson
 from aiokafka import TopicPartition
 
 from hub.broker.clients import make_consumer, make_producer
@@ -66,7 +67,7 @@ def batch_note(at: int, entries: Sequence[tuple[str, str]]) -> tuple[bytes, byte
     The key names the batch's first and last event and its size: unique, so compaction keeps every note (the
     same batch processed again after a crash writes the same key and value)."""
     key = BATCH_MARKER + f"{entries[0][1]}/{entries[-1][1]}/{len(entries)}".encode()
-    return key, json.dumps({"at": at, "sets": entries}, ensure_ascii=False, separators=(",", ":")).encode()
+    return key, orjson.dumps({"at": at, "sets": entries})  # ~10x json.dumps: a batch note lists ~2,000 entries
 
 
 def consumers_of(key: bytes | None, prefix: bytes) -> str | None:
