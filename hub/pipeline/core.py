@@ -171,6 +171,9 @@ class ExchangeContext:
     _resource_static: dict[str, ResourceStatic] = field(init=False)
     _delivery_static: dict[int, DeliveryStatic] = field(init=False)
     _checkers: dict[str, Checker] = field(init=False)
+    # the batch's policy decisions per (route, record district): a batch is decided at one instant (``now``)
+    # against one grant set, so the same route and district decide the same; cleared by every process_batch
+    _decisions: dict[tuple[int, str | None], Decision] = field(init=False)
 
     def __post_init__(self) -> None:
         self.resources = {r.id: r for r in self.config.resources}
@@ -180,6 +183,7 @@ class ExchangeContext:
         self._resource_static = {}
         self._delivery_static = {}
         self._checkers = {}
+        self._decisions = {}
 
     def checker(self, resource: Resource) -> Checker:
         """The resource's quality rules, compiled once per context (one catalogue version)."""
@@ -380,6 +384,7 @@ def process_batch(records: Sequence[RawRecord], ctx: ExchangeContext) -> BatchRe
     """
     result = BatchResult()
     now = ctx.clock_ms()
+    ctx._decisions.clear()
     for rec in records:
         headers = header_map(rec.headers)
         event_id = event_id_for(rec, headers)
@@ -540,6 +545,16 @@ def _lineage(provider: str, consumer: str) -> bytes:
 
 
 def _decide(resource: Resource, d: Delivery, ctx: ExchangeContext, now: int, district: str | None) -> Decision:
+    """The policy decision for one delivery, made once per batch for each route and record district (the
+    batch's ``now`` and grants are the same for all its events)."""
+    key = (id(d), district)
+    found = ctx._decisions.get(key)
+    if found is None:
+        found = ctx._decisions[key] = _decide_now(resource, d, ctx, now, district)
+    return found
+
+
+def _decide_now(resource: Resource, d: Delivery, ctx: ExchangeContext, now: int, district: str | None) -> Decision:
     """The policy decision for one delivery. Reporting up is the provider's catalogued duty, not a grant:
     it flows for every shared resource marked ``report_up`` (a ``none`` resource is still refused)."""
     node = ctx.nodes.get(d.consumer)
