@@ -202,6 +202,17 @@ def test_every_transfer_is_checked_against_its_grant(ctx: ExchangeContext) -> No
     assert result.tally[("events", ("deliver", "municipal", "municipal", "denied"))] == 1
 
 
+def test_a_grant_revoked_between_batches_stops_the_next_batch(ctx: ExchangeContext) -> None:
+    """Decisions are made once per batch (one instant, one grant set), never carried into the next batch."""
+    first = process_batch([raw(GOOD, offset=1)], ctx)
+    assert "feed.municipal.civil-affairs" in [o.topic for o in first.outputs]
+    revoked = ctx.grants["seed-civil-vaccination"].model_copy(update={"state": "revoked"})
+    ctx.grants = {**ctx.grants, revoked.id: revoked}
+    second = process_batch([raw(GOOD, headers=[(H_RESOURCE, b"municipal.health.vaccination"), (H_EVENT_ID, b"e-next")],
+                                offset=2)], ctx)
+    assert [o.topic for o in second.outputs if o.topic.startswith("feed.")] == ["feed.district.310115"]
+
+
 def test_consumers_receive_masked_records_per_clearance(ctx: ExchangeContext) -> None:
     from hub.pipeline.core import DeliveryPlan
     from hub.policy.masking import derived_schema, plan_for
