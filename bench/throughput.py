@@ -287,10 +287,14 @@ async def paced_latency(bootstrap: str, values: list[bytes], rate: float, second
 
 
 def start_profile(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
-    """py-spy sampling the hub process (raw collapsed stacks) while it drains."""
+    """py-spy sampling the hub process (raw collapsed stacks) while it drains.
+
+    Non-blocking by default (the hub runs undisturbed, but a sample may mix two moments' frames);
+    ``HUB_PROFILE_NONBLOCKING=0`` pauses the hub for each sample: exact stacks, a slightly slower hub."""
     py_spy = Path(sys.executable).with_name("py-spy")
+    mode = ["--nonblocking"] if os.environ.get("HUB_PROFILE_NONBLOCKING", "1") == "1" else []
     return subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                             "--rate", "200", "--format", "raw", "--output", out, "--nonblocking"],
+                             "--rate", "200", "--format", "raw", "--output", out, *mode],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -272,7 +272,7 @@ class CallState:
             out.headers = [*out.headers, header]
             if not count or out.key is None:
                 continue
-            q = partition_of(out.key, count)
+            q = out.partition = partition_of(out.key, count)  # the sender need not hash the key again
             ready = self._ready.get(q)
             if q not in self._owned or self._wanted is not None or ready is None or not ready.is_set():
                 continue  # not (yet) this worker's to apply: the reading loop applies it when it reads it
