@@ -457,7 +457,9 @@ def _deliver(
     result.audits.append((rec.partition, audit))
     assert rec.value is not None  # decode succeeded
     if pk is not None:  # the current row, for calls (共享调用)
-        row = OutRecord(RECORDS_TOPIC, store_key(resource.id, pk), rec.value, base_headers)
+        # internal: its reader (the call state) needs only the writer's mark, added by the row sink; the event
+        # id says which event wrote the version (each header costs the writer and every reader)
+        row = OutRecord(RECORDS_TOPIC, store_key(resource.id, pk), rec.value, [base_headers[1]])
         result.outputs.append(row)
         result.rows.append((row, record))
         flagged = ctx.flags.get(resource.id)
